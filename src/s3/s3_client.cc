@@ -1,0 +1,449 @@
+#include "s3/s3_client.h"
+
+#include <thread>
+
+#include "s3/crypto.h"
+#include "s3/s3_xml.h"
+#include "s3/sigv4.h"
+#include "s3/uri.h"
+
+namespace nacre::s3 {
+
+struct S3Client::Call {
+  std::string op;  // "GetObject", for messages
+  std::string method;
+  std::string bucket;
+  std::string key;  // empty for bucket-level calls
+  QueryParams query;
+  Headers headers;
+  Body body;
+  bool sign_body = false;  // small XML bodies are signed; object data is not
+  std::function<void(const HttpResponse&)> on_headers = {};
+};
+
+namespace {
+
+std::string object_url(const std::string& bucket, const std::string& key) {
+  return "s3://" + bucket + "/" + key;
+}
+
+ErrorCode code_for(const std::string& s3_code, int status) {
+  static const std::map<std::string, ErrorCode> kCodes = {
+      {"NoSuchKey", ErrorCode::kNoSuchKey},
+      {"NoSuchBucket", ErrorCode::kNoSuchBucket},
+      {"NoSuchUpload", ErrorCode::kNoSuchUpload},
+      {"AccessDenied", ErrorCode::kAccessDenied},
+      {"InvalidAccessKeyId", ErrorCode::kInvalidCredentials},
+      {"SignatureDoesNotMatch", ErrorCode::kInvalidCredentials},
+      {"ExpiredToken", ErrorCode::kInvalidCredentials},
+      {"InvalidToken", ErrorCode::kInvalidCredentials},
+      {"PreconditionFailed", ErrorCode::kPreconditionFailed},
+      {"InvalidRange", ErrorCode::kInvalidRange},
+      {"SlowDown", ErrorCode::kThrottled},
+      {"Throttling", ErrorCode::kThrottled},
+      {"RequestTimeout", ErrorCode::kRequestTimeout},
+      {"InternalError", ErrorCode::kServerError},
+      {"ServiceUnavailable", ErrorCode::kThrottled},
+      {"InvalidArgument", ErrorCode::kInvalidArgument},
+      {"InvalidBucketName", ErrorCode::kInvalidArgument},
+      {"KeyTooLongError", ErrorCode::kInvalidArgument},
+  };
+  if (auto it = kCodes.find(s3_code); it != kCodes.end()) return it->second;
+  switch (status) {
+    case 403: return ErrorCode::kAccessDenied;
+    case 404: return ErrorCode::kNoSuchKey;
+    case 412: return ErrorCode::kPreconditionFailed;
+    case 416: return ErrorCode::kInvalidRange;
+    case 503: return ErrorCode::kThrottled;
+    default: return status >= 500 ? ErrorCode::kServerError : ErrorCode::kOther;
+  }
+}
+
+Clock::time_point parse_http_date(const std::string& s) {
+  std::tm tm{};
+  if (!strptime(s.c_str(), "%a, %d %b %Y %H:%M:%S", &tm)) return {};
+  return Clock::from_time_t(timegm(&tm));
+}
+
+ObjectInfo info_from_headers(const std::string& key, const HttpResponse& resp) {
+  ObjectInfo info;
+  info.key = key;
+  info.etag = xml::strip_quotes(resp.header("etag"));
+  info.last_modified = parse_http_date(resp.header("last-modified"));
+  info.content_type = resp.header("content-type");
+  std::string range = resp.header("content-range");  // bytes 0-99/12345
+  if (size_t slash = range.rfind('/'); slash != std::string::npos) {
+    info.size = std::strtoull(range.c_str() + slash + 1, nullptr, 10);
+  } else {
+    info.size = std::strtoull(resp.header("content-length").c_str(), nullptr, 10);
+  }
+  for (const auto& [k, v] : resp.headers) {
+    if (k.starts_with("x-amz-meta-")) info.metadata[k.substr(11)] = v;
+  }
+  return info;
+}
+
+void add_metadata(Headers& h, const UserMetadata& meta, const std::string& content_type) {
+  for (const auto& [k, v] : meta) h.emplace_back("x-amz-meta-" + k, v);
+  if (!content_type.empty()) h.emplace_back("Content-Type", content_type);
+}
+
+bool is_aws_endpoint(const std::string& host) {
+  return host.ends_with(".amazonaws.com") || host.ends_with(".amazonaws.com.cn");
+}
+
+// Bucket names that can be a DNS label under TLS (no dots, lower case).
+bool virtual_host_compatible(const std::string& bucket) {
+  if (bucket.size() < 3 || bucket.size() > 63) return false;
+  for (char c : bucket) {
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')) return false;
+  }
+  return bucket.front() != '-' && bucket.back() != '-';
+}
+
+std::string copy_source(const CopyObjectRequest& req) {
+  return "/" + req.source_bucket + "/" + uri_encode(req.source_key, true);
+}
+
+}  // namespace
+
+S3Config S3Config::from_environment(const CredentialsEnvironment& env) {
+  S3Config c;
+  c.endpoint = env.get("AWS_ENDPOINT_URL_S3");
+  if (c.endpoint.empty()) c.endpoint = env.get("AWS_ENDPOINT_URL");
+  std::string region = env.get("AWS_REGION");
+  if (region.empty()) region = env.get("AWS_DEFAULT_REGION");
+  if (!region.empty()) c.region = region;
+  c.http.ca_bundle = env.get("AWS_CA_BUNDLE");
+  c.profile = env.get("AWS_PROFILE");
+  return c;
+}
+
+Result<std::unique_ptr<S3Client>> S3Client::create(S3Config config) {
+  return create(std::move(config), nullptr);
+}
+
+Result<std::unique_ptr<S3Client>> S3Client::create(
+    S3Config config, std::unique_ptr<CredentialsProvider> credentials) {
+  if (config.region.empty()) return fail(ErrorCode::kInvalidArgument, "no region given");
+  std::string url = config.endpoint.empty()
+                        ? "https://s3." + config.region + ".amazonaws.com"
+                        : config.endpoint;
+  Endpoint ep;
+  size_t sep = url.find("://");
+  if (sep == std::string::npos) {
+    return fail(ErrorCode::kInvalidArgument,
+                "endpoint URL '" + url + "' has no scheme (expected http:// or https://)");
+  }
+  ep.scheme = url.substr(0, sep);
+  if (ep.scheme != "http" && ep.scheme != "https") {
+    return fail(ErrorCode::kInvalidArgument,
+                "endpoint URL '" + url + "': scheme must be http or https");
+  }
+  std::string rest = url.substr(sep + 3);
+  size_t slash = rest.find('/');
+  ep.host = rest.substr(0, slash);
+  if (slash != std::string::npos) ep.base_path = rest.substr(slash);
+  while (ep.base_path.ends_with('/')) ep.base_path.pop_back();
+  if (ep.host.empty()) return fail(ErrorCode::kInvalidArgument, "endpoint URL '" + url + "' has no host");
+  if (config.addressing == Addressing::kAuto) {
+    config.addressing = is_aws_endpoint(ep.host) ? Addressing::kVirtual : Addressing::kPath;
+  }
+  std::unique_ptr<S3Client> client(new S3Client(std::move(config), ep, std::move(credentials)));
+  return client;
+}
+
+S3Client::S3Client(S3Config config, Endpoint endpoint,
+                   std::unique_ptr<CredentialsProvider> creds)
+    : config_(std::move(config)), endpoint_(std::move(endpoint)) {
+  http_ = std::make_unique<HttpClient>(config_.http);
+  HttpOptions short_timeouts = config_.http;
+  short_timeouts.connect_timeout = std::chrono::milliseconds(1000);
+  short_timeouts.stall_timeout = std::chrono::seconds(5);
+  credentials_http_ = std::make_unique<HttpClient>(short_timeouts);
+  if (creds) {
+    credentials_ = std::move(creds);
+  } else if (config_.credentials) {
+    credentials_ = make_static_provider(*config_.credentials);
+  } else {
+    credentials_ = make_default_chain(CredentialsEnvironment::from_environment(), config_.profile,
+                                      credentials_http_->as_simple_http());
+  }
+}
+
+S3Client::~S3Client() = default;
+
+Error S3Client::error_from(const Call& call, const HttpResponse& resp) const {
+  Error e;
+  e.http_status = resp.status;
+  e.request_id = resp.header("x-amz-request-id");
+  std::string what = call.op + " " +
+                     (call.key.empty() ? "s3://" + call.bucket : object_url(call.bucket, call.key));
+  if (auto doc = xml::parse_error(resp.body)) {
+    e.s3_code = doc->code;
+    if (e.request_id.empty()) e.request_id = doc->request_id;
+    e.code = code_for(doc->code, resp.status);
+    e.message = what + (doc->message.empty() ? "" : ": " + doc->message);
+  } else {
+    e.code = code_for("", resp.status);
+    // HEAD answers carry no body: say what the status means for this call.
+    if (resp.status == 404) e.message = what + ": not found (no such key or bucket)";
+    else if (resp.status == 403) e.message = what + ": access denied (check the credentials)";
+    else if (!resp.body.empty() && resp.status < 500)
+      e.message = what + ": unexpected answer: " + resp.body.substr(0, 200);
+    else e.message = what + ": HTTP " + std::to_string(resp.status);
+  }
+  if (e.code == ErrorCode::kNoSuchBucket) e.message += " (bucket '" + call.bucket + "')";
+  return e;
+}
+
+Result<HttpResponse> S3Client::send_once(const Call& call, const DataSink* sink) {
+  auto creds = credentials_->get();
+  if (!creds) return std::unexpected(creds.error());
+
+  SignableRequest sreq;
+  sreq.method = call.method;
+  std::string host = endpoint_.host;
+  std::string path = endpoint_.base_path;
+  if (config_.addressing == Addressing::kVirtual && virtual_host_compatible(call.bucket)) {
+    host = call.bucket + "." + host;
+    path += "/" + call.key;
+  } else {
+    path += "/" + call.bucket;
+    if (!call.key.empty()) path += "/" + call.key;
+  }
+  sreq.path = path;
+  sreq.query = call.query;
+  sreq.headers = call.headers;
+  sreq.headers.emplace_back("Host", host);
+  if (call.sign_body && call.body.kind == Body::Kind::kMemory) {
+    sreq.payload_hash = sha256_hex(call.body.memory);
+  } else if (call.body.kind != Body::Kind::kEmpty) {
+    sreq.payload_hash = kUnsignedPayload;
+  }
+  SigningOptions opt;
+  opt.region = config_.region;
+  sign(sreq, *creds, opt, Clock::now());
+
+  HttpRequest req;
+  req.method = call.method;
+  req.url = endpoint_.scheme + "://" + host + uri_encode(path, true);
+  if (!call.query.empty()) {
+    // Sub-resources like ?uploads carry no '='; S3 accepts "uploads=" too.
+    req.url += "?" + build_query(call.query);
+  }
+  req.headers = std::move(sreq.headers);
+  req.body = call.body;
+  req.on_headers = call.on_headers;
+  auto resp = sink ? http_->perform(req, *sink) : http_->perform(req);
+  if (!resp) {
+    Error e = resp.error();
+    if (e.code == ErrorCode::kNetwork || e.code == ErrorCode::kRequestTimeout) {
+      e.message = call.op + " " + object_url(call.bucket, call.key) + ": " + e.message;
+    }
+    return std::unexpected(e);
+  }
+  if (resp->status >= 300) return std::unexpected(error_from(call, *resp));
+  return resp;
+}
+
+Result<HttpResponse> S3Client::send(const Call& call) {
+  for (int attempt = 1;; ++attempt) {
+    auto resp = send_once(call, nullptr);
+    if (resp) return resp;
+    bool last = attempt >= config_.retry.max_attempts;
+    // A stream body may be half consumed: replaying it would send other bytes.
+    if (last || !resp.error().retryable() || !call.body.replayable()) {
+      if (attempt > 1) resp.error().message += " (after " + std::to_string(attempt) + " attempts)";
+      return resp;
+    }
+    std::this_thread::sleep_for(config_.retry.backoff(attempt));
+  }
+}
+
+Result<ObjectInfo> S3Client::head_object(const std::string& bucket, const std::string& key) {
+  auto resp = send({"HeadObject", "HEAD", bucket, key, {}, {}, Body::empty(), false});
+  if (!resp) return std::unexpected(resp.error());
+  return info_from_headers(key, *resp);
+}
+
+Result<GetObjectResult> S3Client::get_object(const GetObjectRequest& req, const DataSink& sink) {
+  std::optional<ObjectInfo> info;  // from the first response that carried a body
+  std::string if_match = req.if_match;
+  uint64_t delivered = 0;
+  DataSink counting = [&](std::string_view chunk) -> Status {
+    auto st = sink(chunk);
+    if (st) delivered += chunk.size();
+    return st;
+  };
+  for (int attempt = 1;; ++attempt) {
+    uint64_t offset = req.offset + delivered;
+    Call call{"GetObject", "GET", req.bucket, req.key, {}, {}, Body::empty(), false};
+    if (offset > 0 || req.length) {
+      std::string range = "bytes=" + std::to_string(offset) + "-";
+      if (req.length) range += std::to_string(req.offset + *req.length - 1);
+      call.headers.emplace_back("Range", range);
+    }
+    // A resumed transfer pins the version the first bytes came from, so a
+    // retry can never splice two versions of the object.
+    if (!if_match.empty()) call.headers.emplace_back("If-Match", "\"" + if_match + "\"");
+    call.on_headers = [&](const HttpResponse& r) {
+      if (r.status >= 300 || info) return;
+      info = info_from_headers(req.key, r);
+      if (if_match.empty()) if_match = info->etag;
+    };
+    auto resp = send_once(call, &counting);
+    if (resp) {
+      if (!info) info = info_from_headers(req.key, *resp);  // empty body: no callback
+      return GetObjectResult{std::move(*info), delivered};
+    }
+    Error& e = resp.error();
+    if (e.code == ErrorCode::kPreconditionFailed) {
+      e.message = "GetObject " + object_url(req.bucket, req.key) + ": the object changed (ETag " +
+                  if_match + " no longer matches)";
+    }
+    if (attempt >= config_.retry.max_attempts || !e.retryable()) {
+      if (attempt > 1) e.message += " (after " + std::to_string(attempt) + " attempts)";
+      return std::unexpected(e);
+    }
+    std::this_thread::sleep_for(config_.retry.backoff(attempt));
+  }
+}
+
+Result<std::string> S3Client::put_object(const PutObjectRequest& req) {
+  Call call{"PutObject", "PUT", req.bucket, req.key, {}, {}, req.body, false};
+  add_metadata(call.headers, req.metadata, req.content_type);
+  auto resp = send(call);
+  if (!resp) return std::unexpected(resp.error());
+  return xml::strip_quotes(resp->header("etag"));
+}
+
+Result<ListPage> S3Client::list_objects(const ListRequest& req) {
+  Call call{"ListObjectsV2", "GET", req.bucket, "", {}, {}, Body::empty(), false};
+  call.query = {{"list-type", "2"}, {"encoding-type", "url"},
+                {"max-keys", std::to_string(req.max_keys)}, {"prefix", req.prefix}};
+  if (!req.delimiter.empty()) call.query.emplace_back("delimiter", req.delimiter);
+  if (!req.continuation_token.empty()) {
+    call.query.emplace_back("continuation-token", req.continuation_token);
+  }
+  if (!req.start_after.empty()) call.query.emplace_back("start-after", req.start_after);
+  auto resp = send(call);
+  if (!resp) return std::unexpected(resp.error());
+  auto page = xml::parse_list(resp->body, true);
+  if (!page) {
+    page.error().message = "ListObjectsV2 s3://" + req.bucket + "/" + req.prefix + ": " +
+                           page.error().message;
+    page.error().request_id = resp->header("x-amz-request-id");
+  }
+  return page;
+}
+
+Status S3Client::delete_object(const std::string& bucket, const std::string& key) {
+  auto resp = send({"DeleteObject", "DELETE", bucket, key, {}, {}, Body::empty(), false});
+  if (!resp) return std::unexpected(resp.error());
+  return {};
+}
+
+Result<std::vector<DeleteFailure>> S3Client::delete_objects(const std::string& bucket,
+                                                            const std::vector<std::string>& keys) {
+  if (keys.empty()) return std::vector<DeleteFailure>{};
+  if (keys.size() > 1000) return fail(ErrorCode::kInvalidArgument, "DeleteObjects takes ≤ 1000 keys");
+  std::string body = xml::delete_objects_body(keys);
+  Call call{"DeleteObjects", "POST", bucket, "", {{"delete", ""}}, {}, Body::from_memory(body), true};
+  call.headers.emplace_back("Content-MD5", content_md5(body));
+  call.headers.emplace_back("Content-Type", "application/xml");
+  auto resp = send(call);
+  if (!resp) return std::unexpected(resp.error());
+  return xml::parse_delete_result(resp->body);
+}
+
+Result<std::string> S3Client::copy_object(const CopyObjectRequest& req) {
+  Call call{"CopyObject", "PUT", req.bucket, req.key, {}, {}, Body::empty(), false};
+  call.headers.emplace_back("x-amz-copy-source", copy_source(req));
+  if (!req.source_if_match.empty()) {
+    call.headers.emplace_back("x-amz-copy-source-if-match", "\"" + req.source_if_match + "\"");
+  }
+  if (req.replace_metadata) {
+    call.headers.emplace_back("x-amz-metadata-directive", "REPLACE");
+    add_metadata(call.headers, *req.replace_metadata, req.content_type);
+  }
+  auto resp = send(call);
+  if (!resp) return std::unexpected(resp.error());
+  // S3 may answer 200 and put the error in the body of a long copy.
+  if (auto err = xml::parse_error(resp->body)) {
+    HttpResponse failed = *resp;
+    failed.status = 500;
+    return std::unexpected(error_from(call, failed));
+  }
+  return xml::parse_etag(resp->body, "CopyObjectResult");
+}
+
+Result<std::string> S3Client::create_multipart_upload(const std::string& bucket,
+                                                      const std::string& key,
+                                                      const UserMetadata& metadata,
+                                                      const std::string& content_type) {
+  Call call{"CreateMultipartUpload", "POST", bucket, key, {{"uploads", ""}}, {}, Body::empty(),
+            false};
+  add_metadata(call.headers, metadata, content_type);
+  auto resp = send(call);
+  if (!resp) return std::unexpected(resp.error());
+  return xml::parse_upload_id(resp->body);
+}
+
+Result<std::string> S3Client::upload_part(const std::string& bucket, const std::string& key,
+                                          const std::string& upload_id, int part_number,
+                                          const Body& body) {
+  Call call{"UploadPart", "PUT", bucket, key,
+            {{"partNumber", std::to_string(part_number)}, {"uploadId", upload_id}}, {}, body,
+            false};
+  auto resp = send(call);
+  if (!resp) return std::unexpected(resp.error());
+  std::string etag = xml::strip_quotes(resp->header("etag"));
+  if (etag.empty()) return fail(ErrorCode::kMalformedResponse, "UploadPart answer has no ETag");
+  return etag;
+}
+
+Result<std::string> S3Client::upload_part_copy(const CopyObjectRequest& source,
+                                               const std::string& upload_id, int part_number,
+                                               uint64_t offset, uint64_t length) {
+  Call call{"UploadPartCopy", "PUT", source.bucket, source.key,
+            {{"partNumber", std::to_string(part_number)}, {"uploadId", upload_id}}, {},
+            Body::empty(), false};
+  call.headers.emplace_back("x-amz-copy-source", copy_source(source));
+  call.headers.emplace_back("x-amz-copy-source-range", "bytes=" + std::to_string(offset) + "-" +
+                                                           std::to_string(offset + length - 1));
+  if (!source.source_if_match.empty()) {
+    call.headers.emplace_back("x-amz-copy-source-if-match", "\"" + source.source_if_match + "\"");
+  }
+  auto resp = send(call);
+  if (!resp) return std::unexpected(resp.error());
+  return xml::parse_etag(resp->body, "CopyPartResult");
+}
+
+Result<std::string> S3Client::complete_multipart_upload(const std::string& bucket,
+                                                        const std::string& key,
+                                                        const std::string& upload_id,
+                                                        const std::vector<CompletedPart>& parts) {
+  std::string body = xml::complete_multipart_body(parts);
+  Call call{"CompleteMultipartUpload", "POST", bucket, key, {{"uploadId", upload_id}}, {},
+            Body::from_memory(body), true};
+  call.headers.emplace_back("Content-Type", "application/xml");
+  auto resp = send(call);
+  if (!resp) return std::unexpected(resp.error());
+  if (xml::parse_error(resp->body)) {
+    HttpResponse failed = *resp;
+    failed.status = 500;
+    return std::unexpected(error_from(call, failed));
+  }
+  return xml::parse_etag(resp->body, "CompleteMultipartUploadResult");
+}
+
+Status S3Client::abort_multipart_upload(const std::string& bucket, const std::string& key,
+                                        const std::string& upload_id) {
+  auto resp = send({"AbortMultipartUpload", "DELETE", bucket, key, {{"uploadId", upload_id}}, {},
+                    Body::empty(), false});
+  if (!resp) return std::unexpected(resp.error());
+  return {};
+}
+
+}  // namespace nacre::s3

@@ -1,0 +1,36 @@
+// The XML documents of the S3 REST API, read and written with pugixml.
+// Every parser reports a document it cannot use as kMalformedResponse.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "common/error.h"
+#include "s3/object_client.h"
+
+namespace nacre::s3::xml {
+
+struct ErrorDocument {
+  std::string code;
+  std::string message;
+  std::string request_id;
+};
+// <Error><Code/><Message/><RequestId/></Error>; nullopt when `body` is not one.
+std::optional<ErrorDocument> parse_error(const std::string& body);
+
+// ListBucketResult of ListObjectsV2; `url_encoded` when the request asked for
+// encoding-type=url (keys and prefixes are then percent-decoded here).
+Result<ListPage> parse_list(const std::string& body, bool url_encoded);
+// The <ETag> of CopyObjectResult, CopyPartResult or CompleteMultipartUploadResult.
+Result<std::string> parse_etag(const std::string& body, const char* root);
+// InitiateMultipartUploadResult/UploadId.
+Result<std::string> parse_upload_id(const std::string& body);
+// DeleteResult/Error entries.
+Result<std::vector<DeleteFailure>> parse_delete_result(const std::string& body);
+
+std::string complete_multipart_body(const std::vector<CompletedPart>& parts);
+std::string delete_objects_body(const std::vector<std::string>& keys);
+
+std::string strip_quotes(std::string etag);
+
+}  // namespace nacre::s3::xml
