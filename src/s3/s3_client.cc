@@ -115,7 +115,6 @@ S3Config S3Config::from_environment(const CredentialsEnvironment& env) {
   if (region.empty()) region = env.get("AWS_DEFAULT_REGION");
   if (!region.empty()) c.region = region;
   c.http.ca_bundle = env.get("AWS_CA_BUNDLE");
-  c.profile = env.get("AWS_PROFILE");
   return c;
 }
 

@@ -29,7 +29,7 @@ struct S3Config {
   RetryPolicy retry;
 
   // AWS conventions: AWS_ENDPOINT_URL_S3 over AWS_ENDPOINT_URL, AWS_REGION over
-  // AWS_DEFAULT_REGION, AWS_CA_BUNDLE, AWS_PROFILE.
+  // AWS_DEFAULT_REGION, AWS_CA_BUNDLE (AWS_PROFILE is read by the profile provider).
   static S3Config from_environment(const CredentialsEnvironment& env);
 };
 

@@ -82,9 +82,12 @@ Result<ObjectInfo> download_to_fd(ObjectClient& client, const std::string& bucke
   // The first part's GET also tells the size and the ETag that pins the rest.
   uint64_t part = options.part_size;
   GetObjectRequest first{bucket, key, 0, part, ""};
+  uint64_t first_pos = 0;
   auto head = client.get_object(first, [&](std::string_view c) -> Status {
     if (options.progress) options.progress(c.size());
-    return write_all_at(fd, c, 0);
+    Status w = write_all_at(fd, c, first_pos);
+    first_pos += c.size();
+    return w;
   });
   if (!head && head.error().code == ErrorCode::kInvalidRange) {
     // A zero-byte object has no byte 0.
@@ -158,8 +161,8 @@ Result<std::string> upload_from_fd(ObjectClient& client, int fd, uint64_t size,
 
 Result<std::string> copy_any_size(ObjectClient& client, const CopyObjectRequest& req,
                                   uint64_t size, const TransferOptions& options) {
-  if (size <= kMaxSingleCopy) return client.copy_object(req);
-  uint64_t part = part_size_for(size, std::max<uint64_t>(options.part_size, 512 * kMiB));
+  if (size <= options.multipart_copy_threshold) return client.copy_object(req);
+  uint64_t part = part_size_for(size, options.copy_part_size);
   int parts = static_cast<int>((size + part - 1) / part);
   UserMetadata meta;
   std::string type;

@@ -19,6 +19,9 @@ inline constexpr int kMaxParts = 10000;
 struct TransferOptions {
   uint64_t part_size = 8 * kMiB;  // also the multipart upload threshold
   int concurrency = 8;            // requests in flight
+  // Copies above this use UploadPartCopy (S3 refuses CopyObject past 5 GiB).
+  uint64_t multipart_copy_threshold = kMaxSingleCopy;
+  uint64_t copy_part_size = 512 * kMiB;
   // Called from worker threads with the number of bytes just moved.
   std::function<void(uint64_t)> progress;
 };
