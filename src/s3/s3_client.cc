@@ -182,7 +182,20 @@ Error S3Client::error_from(const Call& call, const HttpResponse& resp) const {
     e.s3_code = doc->code;
     if (e.request_id.empty()) e.request_id = doc->request_id;
     e.code = code_for(doc->code, resp.status);
-    e.message = what + (doc->message.empty() ? "" : ": " + doc->message);
+    std::string detail = doc->message;
+    if (detail.empty()) {
+      // RGW often leaves <Message> empty: say what the code means.
+      static const std::map<std::string, std::string> kMeaning = {
+          {"SignatureDoesNotMatch", "the signature does not match: check the secret key and region"},
+          {"InvalidAccessKeyId", "the access key id is unknown to the server"},
+          {"NoSuchBucket", "the bucket does not exist"},
+          {"NoSuchKey", "the object does not exist"},
+          {"AccessDenied", "access denied"},
+          {"NoSuchUpload", "the multipart upload does not exist (completed or aborted)"},
+      };
+      if (auto it = kMeaning.find(doc->code); it != kMeaning.end()) detail = it->second;
+    }
+    e.message = what + (detail.empty() ? "" : ": " + detail);
   } else {
     e.code = code_for("", resp.status);
     // HEAD answers carry no body: say what the status means for this call.
@@ -192,7 +205,6 @@ Error S3Client::error_from(const Call& call, const HttpResponse& resp) const {
       e.message = what + ": unexpected answer: " + resp.body.substr(0, 200);
     else e.message = what + ": HTTP " + std::to_string(resp.status);
   }
-  if (e.code == ErrorCode::kNoSuchBucket) e.message += " (bucket '" + call.bucket + "')";
   return e;
 }
 
@@ -319,8 +331,11 @@ Result<std::string> S3Client::put_object(const PutObjectRequest& req) {
 
 Result<ListPage> S3Client::list_objects(const ListRequest& req) {
   Call call{"ListObjectsV2", "GET", req.bucket, "", {}, {}, Body::empty(), false};
-  call.query = {{"list-type", "2"}, {"encoding-type", "url"},
-                {"max-keys", std::to_string(req.max_keys)}, {"prefix", req.prefix}};
+  // No encoding-type=url: AWS encodes a space as '+' there while RGW leaves a
+  // literal '+' alone, so the decoded keys would be ambiguous. Plain XML text
+  // (pugixml is not a validating parser) carries every key both stores take.
+  call.query = {{"list-type", "2"}, {"max-keys", std::to_string(req.max_keys)},
+                {"prefix", req.prefix}};
   if (!req.delimiter.empty()) call.query.emplace_back("delimiter", req.delimiter);
   if (!req.continuation_token.empty()) {
     call.query.emplace_back("continuation-token", req.continuation_token);
@@ -328,7 +343,7 @@ Result<ListPage> S3Client::list_objects(const ListRequest& req) {
   if (!req.start_after.empty()) call.query.emplace_back("start-after", req.start_after);
   auto resp = send(call);
   if (!resp) return std::unexpected(resp.error());
-  auto page = xml::parse_list(resp->body, true);
+  auto page = xml::parse_list(resp->body);
   if (!page) {
     page.error().message = "ListObjectsV2 s3://" + req.bucket + "/" + req.prefix + ": " +
                            page.error().message;
@@ -434,7 +449,14 @@ Result<std::string> S3Client::complete_multipart_upload(const std::string& bucke
     failed.status = 500;
     return std::unexpected(error_from(call, failed));
   }
-  return xml::parse_etag(resp->body, "CompleteMultipartUploadResult");
+  auto etag = xml::parse_etag(resp->body, "CompleteMultipartUploadResult");
+  if (!etag && !resp->body.empty() && resp->body.find("<ETag></ETag>") != std::string::npos) {
+    // Ceph RGW 16 answers <ETag></ETag>; the object's HEAD has the real one.
+    auto info = head_object(bucket, key);
+    if (!info) return std::unexpected(info.error());
+    return info->etag;
+  }
+  return etag;
 }
 
 Status S3Client::abort_multipart_upload(const std::string& bucket, const std::string& key,

@@ -173,13 +173,13 @@ TEST(S3Client, MalformedListXmlIsAClearError) {
       << r.error().message;
 }
 
-TEST(S3Client, ListDecodesUrlEncodedKeysAndPages) {
+TEST(S3Client, ListReadsKeysVerbatimAndPages) {
   TestHttpServer server([](const ReceivedRequest& r) {
     if (r.target.find("continuation-token=tok%202") == std::string::npos) {
       return ScriptedReply{200, {},
                            "<ListBucketResult><IsTruncated>true</IsTruncated>"
                            "<NextContinuationToken>tok 2</NextContinuationToken>"
-                           "<Contents><Key>p/a%20b</Key><Size>5</Size><ETag>&quot;e&quot;</ETag>"
+                           "<Contents><Key>p/a b+&amp;</Key><Size>5</Size><ETag>&quot;e&quot;</ETag>"
                            "<LastModified>2026-01-02T03:04:05.000Z</LastModified></Contents>"
                            "<CommonPrefixes><Prefix>p/d%2Fx/</Prefix></CommonPrefixes>"
                            "</ListBucketResult>",
@@ -192,10 +192,10 @@ TEST(S3Client, ListDecodesUrlEncodedKeysAndPages) {
   auto r = client->list_objects({"b", "p/", "/", "", "", 1000});
   ASSERT_TRUE(r) << r.error().describe();
   ASSERT_EQ(r->objects.size(), 1u);
-  EXPECT_EQ(r->objects[0].key, "p/a b");
+  EXPECT_EQ(r->objects[0].key, "p/a b+&");
   EXPECT_EQ(r->objects[0].etag, "e");
   EXPECT_EQ(r->objects[0].size, 5u);
-  EXPECT_EQ(r->common_prefixes, std::vector<std::string>{"p/d/x/"});
+  EXPECT_EQ(r->common_prefixes, std::vector<std::string>{"p/d%2Fx/"});
   EXPECT_EQ(r->next_continuation_token, "tok 2");
   auto page2 = client->list_objects({"b", "p/", "/", r->next_continuation_token, "", 1000});
   ASSERT_TRUE(page2);
@@ -203,6 +203,7 @@ TEST(S3Client, ListDecodesUrlEncodedKeysAndPages) {
   auto target = server.requests()[0].target;
   EXPECT_NE(target.find("list-type=2"), std::string::npos);
   EXPECT_NE(target.find("delimiter=%2F"), std::string::npos);
+  EXPECT_EQ(target.find("encoding-type"), std::string::npos);
 }
 
 TEST(S3Client, UnreachableEndpointFailsWithNetworkError) {

@@ -5,7 +5,6 @@
 #include <sstream>
 
 #include "s3/credentials.h"
-#include "s3/uri.h"
 
 namespace nacre::s3::xml {
 
@@ -62,15 +61,14 @@ std::optional<ErrorDocument> parse_error(const std::string& body) {
   return ErrorDocument{text(e, "Code"), text(e, "Message"), text(e, "RequestId")};
 }
 
-Result<ListPage> parse_list(const std::string& body, bool url_encoded) {
+Result<ListPage> parse_list(const std::string& body) {
   pugi::xml_document doc;
   auto root = load(doc, body, "ListBucketResult");
   if (!root) return std::unexpected(root.error());
-  auto decode = [&](std::string s) { return url_encoded ? uri_decode(s) : s; };
   ListPage page;
   for (pugi::xml_node c : root->children("Contents")) {
     ObjectInfo o;
-    o.key = decode(text(c, "Key"));
+    o.key = text(c, "Key");
     if (o.key.empty()) {
       return fail(ErrorCode::kMalformedResponse, "ListObjectsV2 entry without a <Key>");
     }
@@ -80,7 +78,7 @@ Result<ListPage> parse_list(const std::string& body, bool url_encoded) {
     page.objects.push_back(std::move(o));
   }
   for (pugi::xml_node p : root->children("CommonPrefixes")) {
-    page.common_prefixes.push_back(decode(text(p, "Prefix")));
+    page.common_prefixes.push_back(text(p, "Prefix"));
   }
   if (std::string(root->child("IsTruncated").text().as_string()) == "true") {
     page.next_continuation_token = text(*root, "NextContinuationToken");
@@ -98,7 +96,8 @@ Result<std::string> parse_etag(const std::string& body, const char* root) {
   if (!n) return std::unexpected(n.error());
   std::string etag = strip_quotes(text(*n, "ETag"));
   if (etag.empty()) {
-    return fail(ErrorCode::kMalformedResponse, std::string("<") + root + "> has no <ETag>");
+    return fail(ErrorCode::kMalformedResponse,
+                std::string("<") + root + "> has no <ETag>: " + body.substr(0, 1000));
   }
   return etag;
 }

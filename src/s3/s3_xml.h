@@ -18,9 +18,8 @@ struct ErrorDocument {
 // <Error><Code/><Message/><RequestId/></Error>; nullopt when `body` is not one.
 std::optional<ErrorDocument> parse_error(const std::string& body);
 
-// ListBucketResult of ListObjectsV2; `url_encoded` when the request asked for
-// encoding-type=url (keys and prefixes are then percent-decoded here).
-Result<ListPage> parse_list(const std::string& body, bool url_encoded);
+// ListBucketResult of ListObjectsV2 (requested without encoding-type).
+Result<ListPage> parse_list(const std::string& body);
 // The <ETag> of CopyObjectResult, CopyPartResult or CompleteMultipartUploadResult.
 Result<std::string> parse_etag(const std::string& body, const char* root);
 // InitiateMultipartUploadResult/UploadId.
