@@ -1,5 +1,6 @@
 #include "common/error.h"
 
+#include <cerrno>
 #include <cstring>
 
 namespace nacre {
@@ -21,6 +22,7 @@ std::string_view to_string(ErrorCode code) {
     case ErrorCode::kInvalidArgument: return "InvalidArgument";
     case ErrorCode::kCredentialsUnavailable: return "CredentialsUnavailable";
     case ErrorCode::kIo: return "IoError";
+    case ErrorCode::kNoSpace: return "NoSpace";
     case ErrorCode::kCancelled: return "Cancelled";
     case ErrorCode::kNotSupported: return "NotSupported";
     case ErrorCode::kOther: return "Error";
@@ -57,7 +59,8 @@ std::string Error::describe() const {
 }
 
 std::unexpected<Error> fail_errno(std::string_view what, int err) {
-  return fail(ErrorCode::kIo, std::string(what) + ": " + std::strerror(err));
+  return fail(err == ENOSPC || err == EDQUOT ? ErrorCode::kNoSpace : ErrorCode::kIo,
+              std::string(what) + ": " + std::strerror(err));
 }
 
 }  // namespace nacre

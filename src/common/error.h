@@ -25,6 +25,7 @@ enum class ErrorCode {
   kInvalidArgument,     // a caller or user error (bad URL, bad flag, bad key)
   kCredentialsUnavailable,  // no provider in the chain produced credentials
   kIo,                  // local file-system error
+  kNoSpace,             // the local disk (e.g. the cache) is full
   kCancelled,           // the caller's sink asked to stop
   kNotSupported,
   kOther,               // any other S3 error code (kept in Error::s3_code)
