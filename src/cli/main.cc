@@ -1,7 +1,8 @@
-// nacre: one binary for the S3 tools, the mount (later) and the CSI driver
-// (later).
+// nacre: one binary for the S3 tools, the mount and (later) the CSI driver.
 #include <CLI/CLI.hpp>
 
+#include "cli/cache_commands.h"
+#include "cli/mount_command.h"
 #include "cli/s3_commands.h"
 
 int main(int argc, char** argv) {
@@ -10,6 +11,18 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", "nacre 0.1.0");
   int exit_code = 0;
   nacre::cli::add_s3_commands(app, exit_code);
-  CLI11_PARSE(app, argc, argv);
+  nacre::cli::add_mount_command(app, exit_code);
+  nacre::cli::add_cache_commands(app, exit_code);
+
+  // mount(8) runs "nacre SOURCE MOUNTPOINT -o OPTIONS" for fuse.nacre.
+  std::vector<std::string> subcommands;
+  for (auto* sub : app.get_subcommands([](CLI::App*) { return true; })) {
+    subcommands.push_back(sub->get_name());
+  }
+  std::vector<std::string> args(argv, argv + argc);
+  args = nacre::cli::rewrite_mount_helper_args(args, subcommands);
+  std::vector<char*> new_argv;
+  for (auto& a : args) new_argv.push_back(a.data());
+  CLI11_PARSE(app, static_cast<int>(new_argv.size()), new_argv.data());
   return exit_code;
 }

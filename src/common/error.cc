@@ -23,6 +23,7 @@ std::string_view to_string(ErrorCode code) {
     case ErrorCode::kCredentialsUnavailable: return "CredentialsUnavailable";
     case ErrorCode::kIo: return "IoError";
     case ErrorCode::kNoSpace: return "NoSpace";
+    case ErrorCode::kReadOnly: return "ReadOnly";
     case ErrorCode::kCancelled: return "Cancelled";
     case ErrorCode::kNotSupported: return "NotSupported";
     case ErrorCode::kOther: return "Error";

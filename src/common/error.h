@@ -26,6 +26,7 @@ enum class ErrorCode {
   kCredentialsUnavailable,  // no provider in the chain produced credentials
   kIo,                  // local file-system error
   kNoSpace,             // the local disk (e.g. the cache) is full
+  kReadOnly,            // a write to a read-only file system
   kCancelled,           // the caller's sink asked to stop
   kNotSupported,
   kOther,               // any other S3 error code (kept in Error::s3_code)

@@ -1,0 +1,225 @@
+// The node-local on-disk cache of object data, keyed by (bucket, key, ETag).
+//
+// Each cached object version is an entry of two files: a sparse data file
+// (block i at offset i * block_size) and a metadata file with a header and one
+// record (CRC-32C + present tag) per block; see entry_format.h for the layout.
+// Entries survive a restart: BlockCache::open indexes what an earlier process
+// left and the first has_block() of such a block reads it back and checks its
+// CRC-32C. A block that fails any check is a miss, never wrong bytes.
+//
+// Size: data bytes (the sum of present blocks) are bounded by max_bytes, and
+// min_free_bytes are kept free on the cache's file system, by evicting whole
+// entries in least-recently-used order (LRU = last open_object; it survives a
+// restart through the metadata file's mtime). Entries held by a caller (a
+// CachedObject shared_ptr alive outside the cache) are never evicted; when
+// nothing else can go, writes still proceed over budget (counted in
+// CacheStats::over_budget_writes) until the disk itself is full (kNoSpace).
+//
+// One process per cache directory: open() takes an exclusive flock on
+// dir/v1/LOCK. The cache knows nothing of S3, FUSE or Kubernetes.
+//
+// Threads and locks: BlockCache and CachedObject are thread-safe. There are two
+// kinds of lock and one order: BlockCache::mu_ (the index and the LRU list) is
+// taken before an entry's mutex (detail::Entry::mu: block states and byte
+// counts), never after. No lock is held while reading or writing a data block.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+#include "common/error.h"
+
+namespace nacre::cache {
+
+struct ObjectVersion {
+  std::string bucket;
+  std::string key;
+  std::string etag;
+  uint64_t size = 0;
+};
+
+struct CacheOptions {
+  std::string dir;                       // created if missing
+  uint64_t max_bytes = 10ull << 30;      // bound on cached data bytes (sum of present blocks)
+  uint64_t min_free_bytes = 1ull << 30;  // keep at least this much free on dir's file system
+  uint32_t block_size = 1 << 20;         // an existing entry with another block size is discarded
+  // Bytes available to unprivileged writers on dir's file system. Empty: statvfs(dir)
+  // (f_bavail * f_frsize). Tests replace it to simulate a nearly full disk. Called with
+  // BlockCache's mutex held, from any thread; must be thread-safe and must not call back
+  // into the cache. Return UINT64_MAX when unknown (the floor is then not enforced).
+  std::function<uint64_t(const std::string& dir)> free_bytes_probe;
+};
+
+struct CacheStats {
+  uint64_t used_bytes = 0;  // bytes of present blocks plus writes in flight
+  uint64_t entries = 0;     // object versions in the index
+  uint64_t hits = 0;        // has_block() answers true
+  uint64_t misses = 0;      // has_block() answers false
+  uint64_t evictions = 0;   // entries removed to make room (not release() or a new ETag)
+  uint64_t bad_blocks = 0;  // blocks dropped because their bytes failed the CRC-32C check
+  // Blocks stored although nothing evictable was left to stay within max_bytes or above
+  // min_free_bytes (every other entry was held). Non-zero means the cache is over budget.
+  uint64_t over_budget_writes = 0;
+};
+
+class BlockCache;
+namespace detail {
+struct Entry;
+}
+
+// One object version in the cache. Obtained from BlockCache::open_object; shared by all
+// callers of the same version; thread-safe. Holding it pins the entry (no eviction) and
+// keeps its files open. The BlockCache must outlive every CachedObject.
+class CachedObject {
+ public:
+  ~CachedObject();
+  CachedObject(const CachedObject&) = delete;
+  CachedObject& operator=(const CachedObject&) = delete;
+
+  const ObjectVersion& version() const;
+  uint32_t block_size() const;
+  uint64_t block_count() const;             // ceil(size / block_size); 0 for an empty object
+  uint64_t block_length(uint64_t i) const;  // block_size, or less for the last block
+
+  // True when block i is present and its checksum has been verified. The first call for a
+  // block written by an earlier process reads it back and checks its CRC-32C; a mismatch
+  // or short read drops the block (counted in bad_blocks) and answers false. Verified
+  // state is kept in memory (also across re-opens in this process), so later calls are
+  // O(1). Counts a hit or a miss. False for i >= block_count() and once released().
+  bool has_block(uint64_t i);
+
+  // Stores a whole block (exactly block_length(i) bytes) and records its CRC-32C and
+  // presence: the data is written first, then the metadata record, and a block from an
+  // earlier process is served only after its CRC-32C matched, so a crash can lose a block
+  // but never make a wrong one look valid. Makes room first (see the file comment).
+  // On success has_block(i) is true (until release) and data_fd() holds the bytes.
+  // A block already present is not written again (success). Concurrent writers of the
+  // same block: one writes, the others wait for it and then share its outcome or retry.
+  // Errors: kInvalidArgument (index out of range or wrong length), kNoSpace (the disk is
+  // full and nothing can be evicted), kNoSuchKey (the entry was released or replaced by a
+  // newer ETag; the caller should serve its bytes from memory), kIo (other disk errors).
+  [[nodiscard]] Status write_block(uint64_t i, std::string_view data);
+
+  // The sparse data file opened O_RDONLY, for zero-copy replies (splice): block i lives
+  // at offset i * block_size() and holds valid bytes once has_block(i) answered true or
+  // write_block(i) succeeded. Valid until this object is destroyed, even after release().
+  int data_fd() const;
+
+  // Copies [offset, offset + len) into out. Every block touched must be present and
+  // verified (checked as has_block does, without counting hits or misses).
+  // Errors: kInvalidRange (past the end of the object), kNoSuchKey (a block touched is
+  // not cached, or the entry was released), kIo.
+  [[nodiscard]] Status read(uint64_t offset, size_t len, char* out);
+
+  // Bytes of blocks present (including ones from an earlier process not yet verified);
+  // 0 once released().
+  uint64_t cached_bytes() const;
+
+  // True once release() or a newer ETag dropped this entry's files. A holder should
+  // then open_object() again to cache anew.
+  bool released() const;
+
+ private:
+  friend class BlockCache;
+  CachedObject(BlockCache* cache, std::shared_ptr<detail::Entry> entry, int data_ro_fd,
+               int data_rw_fd, int meta_fd);
+
+  // has_block without the hit/miss count.
+  bool check_block(uint64_t i);
+  // Reads block i back and checks it against the CRC from an earlier process; drops it on
+  // a mismatch. Called without the entry lock.
+  bool verify_block(uint64_t i);
+  uint64_t record_offset(uint64_t i) const;
+  Status store_block(uint64_t i, std::string_view data);
+
+  BlockCache* const cache_;
+  const std::shared_ptr<detail::Entry> entry_;
+  const int data_ro_fd_;
+  const int data_rw_fd_;
+  const int meta_fd_;
+};
+
+class BlockCache {
+ public:
+  // Opens (creating if missing) the cache directory and indexes what an earlier process
+  // left there. Entries whose metadata is unreadable, foreign, of another format version
+  // or block size, or whose data file is missing are deleted. Enforces max_bytes by LRU.
+  // Errors: kIo or kNoSpace with a message naming the directory when it cannot be created
+  // or written; kIo when another process holds the cache directory; kInvalidArgument for
+  // an empty dir or a zero block size.
+  [[nodiscard]] static Result<std::unique_ptr<BlockCache>> open(CacheOptions options);
+
+  ~BlockCache();
+  BlockCache(const BlockCache&) = delete;
+  BlockCache& operator=(const BlockCache&) = delete;
+
+  // The entry for this version (same bucket, key, ETag and size), created empty if absent.
+  // An entry for the same bucket/key with another ETag or size is deleted first (the
+  // object changed). Marks the entry most recently used, in memory and on disk.
+  // Errors: kInvalidArgument (empty bucket, key or etag), kIo / kNoSpace creating files.
+  [[nodiscard]] Result<std::shared_ptr<CachedObject>> open_object(const ObjectVersion& v);
+
+  // Drops every cached version of bucket/key (for `nacre release`); success when there is
+  // none. Safe while a CachedObject is held: it then answers released(), has_block() is
+  // false, and its data_fd() stays valid (the files are unlinked, not truncated).
+  [[nodiscard]] Status release(const std::string& bucket, const std::string& key);
+
+  // Bytes cached for this exact version, without creating an entry; 0 when absent.
+  uint64_t cached_bytes(const ObjectVersion& v);
+
+  CacheStats stats() const;
+
+  const CacheOptions& options() const { return options_; }
+
+ private:
+  friend class CachedObject;
+  struct Slot {
+    std::shared_ptr<detail::Entry> entry;
+    std::weak_ptr<CachedObject> live;  // the CachedObject handed out, while one is held
+    std::list<std::string>::iterator lru_pos;
+  };
+  using Index = std::unordered_map<std::string, Slot>;  // by bucket '\0' key
+
+  BlockCache(CacheOptions options, int lock_fd);
+
+  Status load();
+  uint64_t free_bytes() const;
+  // Evicts unheld entries in LRU order until `len` more bytes fit under max_bytes (when
+  // `budget`) and leave min_free_bytes free on the disk (when `floor`). Returns false when
+  // it had to stop short because every remaining entry is held.
+  bool make_room_locked(uint64_t len, bool budget, bool floor);
+  // Evicts the least recently used unheld entry; false when every entry is held.
+  bool evict_lru_locked();
+  // evict_lru_locked for CachedObject, after a real ENOSPC.
+  bool evict_one();
+  // Removes a slot from the index and deletes its files; holders see released().
+  Status drop_locked(Index::iterator it, bool eviction);
+  // Charges `len` bytes of a block about to be written to the entry and used_bytes_.
+  Status reserve(detail::Entry& entry, uint64_t len);
+  Result<std::shared_ptr<CachedObject>> open_files(Slot& slot);
+
+  const CacheOptions options_;
+  const int lock_fd_;
+
+  mutable std::mutex mu_;       // guards index_ and lru_; taken before any detail::Entry::mu
+  Index index_;                 // GUARDED_BY(mu_)
+  std::list<std::string> lru_;  // GUARDED_BY(mu_): index_ keys, least recently used first
+
+  // Sum of detail::Entry::charged_bytes over the entries in index_. Changed together with
+  // an entry's charged_bytes under that entry's mutex; increased only with mu_ held too.
+  std::atomic<uint64_t> used_bytes_{0};
+  std::atomic<uint64_t> hits_{0};
+  std::atomic<uint64_t> misses_{0};
+  std::atomic<uint64_t> evictions_{0};
+  std::atomic<uint64_t> bad_blocks_{0};
+  std::atomic<uint64_t> over_budget_writes_{0};
+};
+
+}  // namespace nacre::cache

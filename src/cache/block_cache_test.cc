@@ -1,0 +1,314 @@
+// BlockCache basics: storing and reading blocks, restart survival, damaged files on
+// disk, ETag changes and release.
+#include "cache/block_cache.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "cache/entry_format.h"
+#include "cache/test_util.h"
+
+namespace nacre::cache {
+namespace {
+
+using testing::block_bytes;
+using testing::fill;
+using testing::open_cache;
+using testing::options;
+using testing::TempDir;
+using testing::version;
+
+std::string entry_path(const std::string& dir, const ObjectVersion& v, const char* suffix) {
+  std::string h = format::entry_name(v);
+  return dir + "/v1/" + h.substr(0, 2) + "/" + h + suffix;
+}
+
+bool exists(const std::string& path) {
+  return std::filesystem::exists(path);
+}
+
+void flip_byte(const std::string& path, uint64_t offset) {
+  int fd = ::open(path.c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  char c;
+  ASSERT_EQ(::pread(fd, &c, 1, static_cast<off_t>(offset)), 1);
+  c ^= 0x20;
+  ASSERT_EQ(::pwrite(fd, &c, 1, static_cast<off_t>(offset)), 1);
+  ::close(fd);
+}
+
+TEST(BlockCache, WritesReadBackByteExact) {
+  TempDir dir;
+  auto cache = open_cache(options(dir.path()));
+  auto object = cache->open_object(version("a", 3 * 4096 + 100));
+  ASSERT_TRUE(object.has_value());
+  CachedObject& o = **object;
+  EXPECT_EQ(o.block_count(), 4u);
+  EXPECT_EQ(o.block_length(0), 4096u);
+  EXPECT_EQ(o.block_length(3), 100u);
+
+  ASSERT_TRUE(o.write_block(1, block_bytes("a", 1, 4096)).has_value());
+  ASSERT_TRUE(o.write_block(3, block_bytes("a", 3, 100)).has_value());
+  EXPECT_FALSE(o.has_block(0));
+  EXPECT_TRUE(o.has_block(1));
+  EXPECT_FALSE(o.has_block(2));
+  EXPECT_TRUE(o.has_block(3));
+  EXPECT_FALSE(o.has_block(4));
+
+  std::string out(4096 + 100, '\0');
+  EXPECT_FALSE(o.read(2 * 4096, 4096, out.data()).has_value());  // block 2 absent
+  ASSERT_TRUE(o.read(4096, 4096, out.data()).has_value());
+  EXPECT_EQ(out.substr(0, 4096), block_bytes("a", 1, 4096));
+  ASSERT_TRUE(o.read(3 * 4096, 100, out.data()).has_value());
+  EXPECT_EQ(out.substr(0, 100), block_bytes("a", 3, 100));
+
+  std::string via_fd(100, '\0');
+  ASSERT_EQ(::pread(o.data_fd(), via_fd.data(), 100, 3 * 4096), 100);
+  EXPECT_EQ(via_fd, block_bytes("a", 3, 100));
+
+  EXPECT_EQ(o.cached_bytes(), 4096u + 100u);
+  EXPECT_EQ(cache->stats().used_bytes, 4096u + 100u);
+  EXPECT_EQ(cache->stats().hits, 2u);
+  EXPECT_EQ(cache->stats().misses, 3u);
+}
+
+TEST(BlockCache, ReadOfMissingBlockIsNoSuchKey) {
+  TempDir dir;
+  auto cache = open_cache(options(dir.path()));
+  auto o = *cache->open_object(version("a", 2 * 4096));
+  ASSERT_TRUE(o->write_block(0, block_bytes("a", 0, 4096)).has_value());
+  std::string out(8192, '\0');
+  auto r = o->read(100, 5000, out.data());  // spans blocks 0 and 1
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code, ErrorCode::kNoSuchKey);
+  EXPECT_EQ(o->read(8000, 500, out.data()).error().code, ErrorCode::kInvalidRange);
+  EXPECT_TRUE(o->read(100, 3000, out.data()).has_value());
+}
+
+TEST(BlockCache, RejectsWrongLengthAndIndex) {
+  TempDir dir;
+  auto cache = open_cache(options(dir.path()));
+  auto o = *cache->open_object(version("a", 5000));
+  EXPECT_EQ(o->write_block(0, std::string(4095, 'x')).error().code, ErrorCode::kInvalidArgument);
+  EXPECT_EQ(o->write_block(1, std::string(4096, 'x')).error().code, ErrorCode::kInvalidArgument);
+  EXPECT_EQ(o->write_block(2, std::string(1, 'x')).error().code, ErrorCode::kInvalidArgument);
+  EXPECT_EQ(cache->stats().used_bytes, 0u);
+  EXPECT_EQ(cache->open_object({"b", "", "e", 1}).error().code, ErrorCode::kInvalidArgument);
+}
+
+TEST(BlockCache, EmptyObjectHasNoBlocks) {
+  TempDir dir;
+  auto cache = open_cache(options(dir.path()));
+  auto o = *cache->open_object(version("empty", 0));
+  EXPECT_EQ(o->block_count(), 0u);
+  EXPECT_FALSE(o->has_block(0));
+  EXPECT_TRUE(o->read(0, 0, nullptr).has_value());
+}
+
+TEST(BlockCache, BlocksSurviveRestartAndAreVerified) {
+  TempDir dir;
+  const ObjectVersion v = version("model.safetensors", 5 * 4096 + 7);
+  {
+    auto cache = open_cache(options(dir.path()));
+    auto o = *cache->open_object(v);
+    fill(*o);
+  }
+  auto cache = open_cache(options(dir.path()));
+  EXPECT_EQ(cache->stats().entries, 1u);
+  EXPECT_EQ(cache->stats().used_bytes, v.size);
+  EXPECT_EQ(cache->cached_bytes(v), v.size);
+  auto o = *cache->open_object(v);
+  for (uint64_t i = 0; i < o->block_count(); ++i) {
+    EXPECT_TRUE(o->has_block(i)) << i;
+    std::string out(o->block_length(i), '\0');
+    ASSERT_TRUE(o->read(i * 4096, out.size(), out.data()).has_value());
+    EXPECT_EQ(out, block_bytes(v.key, i, out.size()));
+  }
+  EXPECT_EQ(cache->stats().bad_blocks, 0u);
+  // Re-writing a present block is a no-op.
+  EXPECT_TRUE(o->write_block(0, block_bytes(v.key, 0, 4096)).has_value());
+  EXPECT_EQ(cache->stats().used_bytes, v.size);
+}
+
+TEST(BlockCache, CorruptDataByteIsMissAfterRestart) {
+  TempDir dir;
+  const ObjectVersion v = version("a", 4 * 4096);
+  {
+    auto cache = open_cache(options(dir.path()));
+    fill(**cache->open_object(v));
+  }
+  flip_byte(entry_path(dir.path(), v, ".data"), 2 * 4096 + 17);
+  auto cache = open_cache(options(dir.path()));
+  auto o = *cache->open_object(v);
+  EXPECT_TRUE(o->has_block(0));
+  EXPECT_TRUE(o->has_block(1));
+  EXPECT_FALSE(o->has_block(2));
+  EXPECT_FALSE(o->has_block(2));  // stays dropped, counted once
+  EXPECT_TRUE(o->has_block(3));
+  EXPECT_EQ(cache->stats().bad_blocks, 1u);
+  EXPECT_EQ(cache->stats().used_bytes, 3u * 4096);
+  std::string out(4096, '\0');
+  EXPECT_EQ(o->read(2 * 4096, 4096, out.data()).error().code, ErrorCode::kNoSuchKey);
+  // The block can be filled again, and the fix survives the next restart.
+  ASSERT_TRUE(o->write_block(2, block_bytes("a", 2, 4096)).has_value());
+  o.reset();
+  cache.reset();
+  cache = open_cache(options(dir.path()));
+  o = *cache->open_object(v);
+  EXPECT_TRUE(o->has_block(2));
+  ASSERT_TRUE(o->read(2 * 4096, 4096, out.data()).has_value());
+  EXPECT_EQ(out, block_bytes("a", 2, 4096));
+}
+
+TEST(BlockCache, CorruptRecordIsMiss) {
+  TempDir dir;
+  const ObjectVersion v = version("a", 2 * 4096);
+  {
+    auto cache = open_cache(options(dir.path()));
+    fill(**cache->open_object(v));
+  }
+  flip_byte(entry_path(dir.path(), v, ".meta"), format::records_offset(v) + 1);  // block 0 CRC
+  auto cache = open_cache(options(dir.path()));
+  auto o = *cache->open_object(v);
+  EXPECT_FALSE(o->has_block(0));
+  EXPECT_TRUE(o->has_block(1));
+  EXPECT_EQ(cache->stats().bad_blocks, 1u);
+}
+
+TEST(BlockCache, TruncatedDataFileIsMiss) {
+  TempDir dir;
+  const ObjectVersion v = version("a", 3 * 4096);
+  {
+    auto cache = open_cache(options(dir.path()));
+    fill(**cache->open_object(v));
+  }
+  ASSERT_EQ(::truncate(entry_path(dir.path(), v, ".data").c_str(), 4096 + 10), 0);
+  auto cache = open_cache(options(dir.path()));
+  auto o = *cache->open_object(v);
+  EXPECT_TRUE(o->has_block(0));
+  EXPECT_FALSE(o->has_block(1));
+  EXPECT_FALSE(o->has_block(2));
+  EXPECT_EQ(o->cached_bytes(), 4096u);
+}
+
+TEST(BlockCache, GarbageMetaDropsEntry) {
+  TempDir dir;
+  const ObjectVersion a = version("a", 4096), b = version("b", 4096);
+  {
+    auto cache = open_cache(options(dir.path()));
+    fill(**cache->open_object(a));
+    fill(**cache->open_object(b));
+  }
+  std::ofstream(entry_path(dir.path(), a, ".meta"), std::ios::trunc) << "garbage, not a header";
+  auto cache = open_cache(options(dir.path()));
+  EXPECT_EQ(cache->stats().entries, 1u);
+  EXPECT_FALSE(exists(entry_path(dir.path(), a, ".meta")));
+  EXPECT_FALSE(exists(entry_path(dir.path(), a, ".data")));
+  EXPECT_EQ(cache->cached_bytes(a), 0u);
+  EXPECT_EQ(cache->cached_bytes(b), 4096u);
+  auto o = *cache->open_object(a);
+  EXPECT_FALSE(o->has_block(0));
+}
+
+TEST(BlockCache, ForeignFilesAndOtherBlockSizeAreDiscarded) {
+  TempDir dir;
+  const ObjectVersion v = version("a", 8192);
+  {
+    auto cache = open_cache(options(dir.path()));
+    fill(**cache->open_object(v));
+  }
+  const std::string sub = dir.path() + "/v1/00/";
+  std::filesystem::create_directories(sub);
+  std::ofstream(sub + std::string(64, '0') + ".data") << "orphan";
+  std::ofstream(sub + "x.meta.tmp") << "interrupted";
+  auto cache = open_cache(options(dir.path(), 8192));
+  EXPECT_EQ(cache->stats().entries, 0u);
+  EXPECT_FALSE(exists(entry_path(dir.path(), v, ".data")));
+  EXPECT_FALSE(exists(sub + std::string(64, '0') + ".data"));
+  EXPECT_FALSE(exists(sub + "x.meta.tmp"));
+}
+
+TEST(BlockCache, NewEtagDropsOldVersion) {
+  TempDir dir;
+  auto cache = open_cache(options(dir.path()));
+  const ObjectVersion v1 = version("a", 8192, "etag-1"), v2 = version("a", 4096, "etag-2");
+  auto old = *cache->open_object(v1);
+  fill(*old);
+  auto fresh = *cache->open_object(v2);
+  EXPECT_FALSE(exists(entry_path(dir.path(), v1, ".data")));
+  EXPECT_FALSE(exists(entry_path(dir.path(), v1, ".meta")));
+  EXPECT_TRUE(old->released());
+  EXPECT_FALSE(old->has_block(0));
+  EXPECT_EQ(old->write_block(0, block_bytes("a", 0, 4096)).error().code, ErrorCode::kNoSuchKey);
+  EXPECT_EQ(cache->cached_bytes(v1), 0u);
+  EXPECT_EQ(cache->stats().entries, 1u);
+  EXPECT_EQ(cache->stats().used_bytes, 0u);
+  EXPECT_FALSE(fresh->has_block(0));
+}
+
+TEST(BlockCache, ReleaseDropsDataButHolderKeepsItsFd) {
+  TempDir dir;
+  auto cache = open_cache(options(dir.path()));
+  const ObjectVersion v = version("a", 2 * 4096);
+  auto o = *cache->open_object(v);
+  fill(*o);
+  EXPECT_EQ(cache->cached_bytes(v), 2u * 4096);
+  ASSERT_TRUE(cache->release("bucket", "a").has_value());
+  ASSERT_TRUE(cache->release("bucket", "never-cached").has_value());
+  EXPECT_EQ(cache->cached_bytes(v), 0u);
+  EXPECT_EQ(cache->stats().used_bytes, 0u);
+  EXPECT_EQ(cache->stats().entries, 0u);
+  EXPECT_FALSE(exists(entry_path(dir.path(), v, ".data")));
+  EXPECT_TRUE(o->released());
+  EXPECT_FALSE(o->has_block(0));
+  EXPECT_EQ(o->cached_bytes(), 0u);
+  std::string out(4096, '\0');
+  ASSERT_EQ(::pread(o->data_fd(), out.data(), 4096, 4096), 4096);
+  EXPECT_EQ(out, block_bytes("a", 1, 4096));
+
+  // Opening the same version again starts a new, empty entry beside the held old one.
+  auto again = *cache->open_object(v);
+  EXPECT_NE(again.get(), o.get());
+  EXPECT_FALSE(again->has_block(0));
+  ASSERT_EQ(::pread(o->data_fd(), out.data(), 4096, 4096), 4096);
+  EXPECT_EQ(out, block_bytes("a", 1, 4096));
+}
+
+TEST(BlockCache, SameVersionSharesOneObject) {
+  TempDir dir;
+  auto cache = open_cache(options(dir.path()));
+  auto a = *cache->open_object(version("a", 4096));
+  auto b = *cache->open_object(version("a", 4096));
+  EXPECT_EQ(a.get(), b.get());
+  fill(*a);
+  a.reset();
+  b.reset();
+  // Verified state outlives the handles: no re-check, no bad block.
+  auto c = *cache->open_object(version("a", 4096));
+  EXPECT_TRUE(c->has_block(0));
+}
+
+TEST(BlockCache, SecondOpenOfTheDirectoryIsRefused) {
+  TempDir dir;
+  auto first = open_cache(options(dir.path()));
+  auto second = BlockCache::open(options(dir.path()));
+  ASSERT_FALSE(second.has_value());
+  EXPECT_NE(second.error().message.find("in use"), std::string::npos);
+}
+
+TEST(BlockCache, UncreatableDirectoryFailsClearly) {
+  TempDir dir;
+  std::ofstream(dir.path() + "/file") << "x";
+  auto cache = BlockCache::open(options(dir.path() + "/file/cache"));
+  ASSERT_FALSE(cache.has_value());
+  EXPECT_EQ(cache.error().code, ErrorCode::kIo);
+  EXPECT_NE(cache.error().message.find("cannot create cache directory"), std::string::npos)
+      << cache.error().message;
+}
+
+}  // namespace
+}  // namespace nacre::cache

@@ -1,0 +1,204 @@
+#include <unistd.h>
+
+#include "cache/block_cache.h"
+#include "cache/crc32c.h"
+#include "cache/disk_io.h"
+#include "cache/entry.h"
+#include "cache/entry_format.h"
+
+namespace nacre::cache {
+
+using detail::BlockState;
+
+namespace {
+
+std::unexpected<Error> released_error(const ObjectVersion& v) {
+  return fail(ErrorCode::kNoSuchKey, "cache entry for s3://" + v.bucket + "/" + v.key + " (ETag " +
+                                         v.etag + ") was released or replaced");
+}
+
+}  // namespace
+
+CachedObject::CachedObject(BlockCache* cache, std::shared_ptr<detail::Entry> entry, int data_ro_fd,
+                           int data_rw_fd, int meta_fd)
+    : cache_(cache),
+      entry_(std::move(entry)),
+      data_ro_fd_(data_ro_fd),
+      data_rw_fd_(data_rw_fd),
+      meta_fd_(meta_fd) {}
+
+CachedObject::~CachedObject() {
+  ::close(data_ro_fd_);
+  ::close(data_rw_fd_);
+  ::close(meta_fd_);
+}
+
+const ObjectVersion& CachedObject::version() const {
+  return entry_->version;
+}
+uint32_t CachedObject::block_size() const {
+  return entry_->block_size;
+}
+uint64_t CachedObject::block_count() const {
+  return entry_->block_count;
+}
+int CachedObject::data_fd() const {
+  return data_ro_fd_;
+}
+
+uint64_t CachedObject::block_length(uint64_t i) const {
+  return i < entry_->block_count ? entry_->block_length(i) : 0;
+}
+
+uint64_t CachedObject::record_offset(uint64_t i) const {
+  return entry_->records_offset + format::kRecordSize * i;
+}
+
+uint64_t CachedObject::cached_bytes() const {
+  std::lock_guard lk(entry_->mu);
+  return entry_->present_bytes;
+}
+
+bool CachedObject::released() const {
+  std::lock_guard lk(entry_->mu);
+  return entry_->dropped;
+}
+
+bool CachedObject::has_block(uint64_t i) {
+  bool present = check_block(i);
+  (present ? cache_->hits_ : cache_->misses_).fetch_add(1, std::memory_order_relaxed);
+  return present;
+}
+
+bool CachedObject::check_block(uint64_t i) {
+  if (i >= entry_->block_count) return false;
+  {
+    std::lock_guard lk(entry_->mu);
+    if (entry_->dropped) return false;
+    if (entry_->state[i] != BlockState::kUnverified) {
+      return entry_->state[i] == BlockState::kVerified;
+    }
+  }
+  return verify_block(i);
+}
+
+bool CachedObject::verify_block(uint64_t i) {
+  detail::Entry& e = *entry_;
+  const uint64_t len = e.block_length(i);
+  const uint64_t offset = i * e.block_size;
+  // Read without the lock: two verifiers of one block only duplicate work, and the
+  // first to come back decides.
+  std::string buf(len, '\0');
+  Status read = io::pread_full(data_ro_fd_, buf.data(), len, offset, "read " + e.data_path);
+  const uint32_t crc = read ? crc32c(buf) : 0;
+
+  std::lock_guard lk(e.mu);
+  if (e.dropped) return false;
+  if (e.state[i] != BlockState::kUnverified) return e.state[i] == BlockState::kVerified;
+  if (read && crc == e.crc[i]) {
+    e.state[i] = BlockState::kVerified;
+    return true;
+  }
+  e.state[i] = BlockState::kAbsent;
+  e.present_bytes -= len;
+  e.charged_bytes -= len;
+  cache_->used_bytes_.fetch_sub(len);
+  cache_->bad_blocks_.fetch_add(1, std::memory_order_relaxed);
+  // Clearing the record is best effort: if it fails the block only fails its check again
+  // after the next restart.
+  auto absent = format::encode_record({});
+  (void)io::pwrite_full(meta_fd_, {absent.data(), absent.size()}, record_offset(i), e.meta_path);
+  io::punch_hole(data_rw_fd_, offset, len);
+  return false;
+}
+
+Status CachedObject::write_block(uint64_t i, std::string_view data) {
+  detail::Entry& e = *entry_;
+  if (i >= e.block_count) {
+    return fail(ErrorCode::kInvalidArgument,
+                "block " + std::to_string(i) + " is past the end of " + e.version.key);
+  }
+  if (data.size() != e.block_length(i)) {
+    return fail(ErrorCode::kInvalidArgument, "block " + std::to_string(i) + " of " + e.version.key +
+                                                 " must be " + std::to_string(e.block_length(i)) +
+                                                 " bytes, got " + std::to_string(data.size()));
+  }
+  {
+    std::unique_lock lk(e.mu);
+    for (;;) {
+      if (e.dropped) return released_error(e.version);
+      BlockState s = e.state[i];
+      if (s == BlockState::kVerified) return {};
+      if (s == BlockState::kAbsent) break;
+      if (s == BlockState::kWriting) {
+        e.changed.wait(lk);
+      } else {  // kUnverified: the copy from an earlier process may already be good.
+        lk.unlock();
+        verify_block(i);
+        lk.lock();
+      }
+    }
+    e.state[i] = BlockState::kWriting;
+  }
+
+  Status stored = store_block(i, data);
+  // Another entry's files may be what fills the disk (the free-space probe can miss other
+  // writers of the file system); evicting one unheld entry at a time and retrying keeps a
+  // full disk from failing writes while something evictable is left.
+  while (!stored && stored.error().code == ErrorCode::kNoSpace && cache_->evict_one()) {
+    stored = store_block(i, data);
+  }
+
+  std::lock_guard lk(e.mu);
+  if (e.state[i] == BlockState::kWriting) e.state[i] = BlockState::kAbsent;
+  e.changed.notify_all();
+  return stored;
+}
+
+Status CachedObject::store_block(uint64_t i, std::string_view data) {
+  detail::Entry& e = *entry_;
+  const uint64_t len = data.size();
+  const uint64_t offset = i * e.block_size;
+  if (Status r = cache_->reserve(e, len); !r) return r;
+  Status r = io::pwrite_full(data_rw_fd_, data, offset, "write " + e.data_path);
+  const uint32_t crc = crc32c(data);
+
+  std::lock_guard lk(e.mu);
+  if (e.dropped) return released_error(e.version);  // dropping already uncharged us
+  // The record is written after the data: a crash in between leaves the block absent.
+  // The record cannot vouch for the data reaching the disk first (no fsync), which is why
+  // blocks of an earlier process are CRC-checked before use.
+  if (r) {
+    auto record = format::encode_record({crc, true});
+    r = io::pwrite_full(meta_fd_, {record.data(), record.size()}, record_offset(i),
+                        "write " + e.meta_path);
+  }
+  if (!r) {
+    io::punch_hole(data_rw_fd_, offset, len);
+    e.charged_bytes -= len;
+    cache_->used_bytes_.fetch_sub(len);
+    return r;
+  }
+  e.state[i] = BlockState::kVerified;
+  e.crc[i] = crc;
+  e.present_bytes += len;
+  return {};
+}
+
+Status CachedObject::read(uint64_t offset, size_t len, char* out) {
+  const detail::Entry& e = *entry_;
+  if (offset > e.version.size || len > e.version.size - offset) {
+    return fail(ErrorCode::kInvalidRange, "read past the end of cached " + e.version.key);
+  }
+  if (len == 0) return {};
+  for (uint64_t b = offset / e.block_size; b <= (offset + len - 1) / e.block_size; ++b) {
+    if (!check_block(b)) {
+      return fail(ErrorCode::kNoSuchKey, "block " + std::to_string(b) + " of s3://" +
+                                             e.version.bucket + "/" + e.version.key +
+                                             " is not cached");
+    }
+  }
+  return io::pread_full(data_ro_fd_, out, len, offset, "read " + e.data_path);
+}
+
+}  // namespace nacre::cache

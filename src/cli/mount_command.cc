@@ -1,0 +1,237 @@
+#include "cli/mount_command.h"
+
+#include <spdlog/sinks/syslog_sink.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <memory>
+
+#include "cache/block_cache.h"
+#include "cli/metrics_exporter.h"
+#include "cli/s3_options.h"
+#include "cli/size_parse.h"
+#include "fs/file_system.h"
+#include "fs/mount_source.h"
+#include "fuse/fuse_mount.h"
+
+namespace nacre::cli {
+
+namespace {
+
+int report(const Error& e) {
+  std::fprintf(stderr, "nacre mount: error: %s\n", e.describe().c_str());
+  return 1;
+}
+
+struct MountCommand {
+  S3Options s3;
+  std::string source;
+  std::string mountpoint;
+  bool read_only = false;
+  std::string cache_dir = "/var/cache/nacre";
+  std::string cache_size = "10G";
+  std::string min_free = "1G";
+  std::string metadata_ttl = "1";
+  std::string import_policy = "NEW,CHANGED,DELETED";
+  uid_t uid = getuid();
+  gid_t gid = getgid();
+  std::string file_mode = "0644";
+  std::string dir_mode = "0755";
+  bool allow_other = false;
+  bool foreground = false;
+  std::string metrics_address;
+  std::vector<std::string> o_options;
+  double part_size_mib = 8;
+  int fetch_threads = 16;
+  int fuse_threads = 16;
+  std::string log_level = "info";
+
+  // Splits -o lists: Nacre's own options (as mount(8) and fstab pass them)
+  // set fields, the rest go to FUSE.
+  Result<std::vector<std::string>> apply_o_options() {
+    std::vector<std::string> fuse_extra;
+    for (const auto& group : o_options) {
+      size_t pos = 0;
+      while (pos <= group.size()) {
+        size_t comma = group.find(',', pos);
+        std::string opt = group.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+        pos = comma == std::string::npos ? group.size() + 1 : comma + 1;
+        if (opt.empty()) continue;
+        size_t eq = opt.find('=');
+        std::string key = opt.substr(0, eq), value = eq == std::string::npos ? "" : opt.substr(eq + 1);
+        std::replace(key.begin(), key.end(), '_', '-');
+        if (key == "ro" || key == "read-only") read_only = true;
+        else if (key == "rw" || key == "defaults" || key == "-netdev" || key == "nofail" ||
+                 key == "noauto" || key == "auto" || key == "user" || key == "users" ||
+                 key.starts_with("x-")) {
+          // mount(8)/fstab bookkeeping, not for the file system
+        } else if (key == "allow-other") allow_other = true;
+        else if (key == "endpoint-url") s3.endpoint_url = value;
+        else if (key == "region") s3.region = value;
+        else if (key == "profile") s3.profile = value;
+        else if (key == "addressing-style") s3.addressing_style = value;
+        else if (key == "ca-bundle") s3.ca_bundle = value;
+        else if (key == "cache-dir") cache_dir = value;
+        else if (key == "cache-size") cache_size = value;
+        else if (key == "metadata-ttl") metadata_ttl = value;
+        else if (key == "import-policy") {
+          std::replace(value.begin(), value.end(), ':', ',');  // commas split -o lists
+          import_policy = value;
+        } else if (key == "uid") uid = static_cast<uid_t>(std::stoul(value));
+        else if (key == "gid") gid = static_cast<gid_t>(std::stoul(value));
+        else if (key == "file-mode") file_mode = value;
+        else if (key == "dir-mode") dir_mode = value;
+        else if (key == "metrics-address") metrics_address = value;
+        else fuse_extra.push_back(opt);
+      }
+    }
+    return fuse_extra;
+  }
+
+  int run() {
+    auto fuse_extra = apply_o_options();
+    if (!fuse_extra) return report(fuse_extra.error());
+    auto src = fs::parse_mount_source(source);
+    if (!src) return report(src.error());
+    auto ttl = parse_ttl(metadata_ttl);
+    if (!ttl) return report(ttl.error());
+    auto policy = parse_import_policy(import_policy);
+    if (!policy) return report(policy.error());
+    auto fmode = parse_mode(file_mode);
+    if (!fmode) return report(fmode.error());
+    auto dmode = parse_mode(dir_mode);
+    if (!dmode) return report(dmode.error());
+    auto max_bytes = parse_bytes(cache_size);
+    if (!max_bytes) return report(max_bytes.error());
+    auto min_free_bytes = parse_bytes(min_free);
+    if (!min_free_bytes) return report(min_free_bytes.error());
+    struct stat st {};
+    if (stat(mountpoint.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+      return report(Error{ErrorCode::kInvalidArgument,
+                          "mount point " + mountpoint + " is not an existing directory", {}, {}, 0});
+    }
+    spdlog::set_level(spdlog::level::from_str(log_level));
+
+    // Everything that can fail is checked here, before daemonising, so the
+    // command's exit status and message tell the user what is wrong.
+    auto client = s3.make_client();
+    if (!client) return report(client.error());
+    if (auto ok = fs::check_mount_source(**client, *src); !ok) return report(ok.error());
+    cache::CacheOptions cache_options;
+    cache_options.dir = cache_dir;
+    cache_options.max_bytes = *max_bytes;
+    cache_options.min_free_bytes = *min_free_bytes;
+    auto cache = cache::BlockCache::open(cache_options);
+    if (!cache) return report(cache.error());
+
+    fs::Metrics metrics;
+    fs::FetchPool pool(fetch_threads);
+    fs::FsOptions options;
+    options.bucket = src->bucket;
+    options.prefix = src->prefix;
+    options.read_only = read_only;
+    options.uid = uid;
+    options.gid = gid;
+    options.file_mode = *fmode;
+    options.dir_mode = *dmode;
+    options.metadata_ttl = *ttl;
+    options.import = *policy;
+    options.part_size = static_cast<uint64_t>(part_size_mib * (1 << 20));
+    fuse::FuseMount* mount_ptr = nullptr;
+    options.invalidate_data = [&mount_ptr](fs::Ino ino) {
+      if (mount_ptr) mount_ptr->invalidate_data(ino);
+    };
+    fs::FileSystem filesystem(**client, **cache, pool, metrics, options);
+
+    fuse::MountOptions mo;
+    mo.mountpoint = std::filesystem::absolute(mountpoint).string();
+    mo.fsname = "nacre:" + src->bucket + (src->prefix.empty() ? "" : "/" + src->prefix);
+    mo.read_only = read_only;
+    mo.allow_other = allow_other;
+    mo.extra = *fuse_extra;
+    mo.max_threads = fuse_threads;
+    auto mounted = fuse::FuseMount::mount(filesystem, mo);
+    if (!mounted) return report(mounted.error());
+    mount_ptr = mounted->get();
+
+    if (!foreground) {
+      // Logs go to syslog once stderr is gone.
+      spdlog::set_default_logger(spdlog::syslog_logger_mt("nacre", "nacre", LOG_PID));
+      spdlog::set_level(spdlog::level::from_str(log_level));
+    }
+    if (auto d = fuse::FuseMount::daemonize(foreground); !d) return report(d.error());
+    pool.start();
+    std::unique_ptr<MetricsExporter> exporter;
+    if (!metrics_address.empty()) {
+      auto e = MetricsExporter::start(metrics_address, metrics, **cache);
+      if (!e) {
+        spdlog::error("{}", e.error().describe());
+        return 1;
+      }
+      exporter = std::move(*e);
+    }
+    spdlog::info("mounted s3://{}/{} on {}", src->bucket, src->prefix, mo.mountpoint);
+    auto st_run = (*mounted)->run();
+    mount_ptr = nullptr;
+    mounted->reset();  // unmount before the pool and cache go away
+    if (!st_run) {
+      spdlog::error("{}", st_run.error().describe());
+      return 1;
+    }
+    return 0;
+  }
+};
+
+}  // namespace
+
+std::vector<std::string> rewrite_mount_helper_args(const std::vector<std::string>& args,
+                                                   const std::vector<std::string>& subcommands) {
+  if (args.size() < 3) return args;
+  const std::string& first = args[1];
+  if (first.starts_with("-")) return args;
+  if (std::find(subcommands.begin(), subcommands.end(), first) != subcommands.end()) return args;
+  std::vector<std::string> out = {args[0], "mount"};
+  out.insert(out.end(), args.begin() + 1, args.end());
+  return out;
+}
+
+void add_mount_command(CLI::App& app, int& exit_code) {
+  auto m = std::make_shared<MountCommand>();
+  CLI::App* cmd = app.add_subcommand(
+      "mount", "Mount s3://BUCKET[/PREFIX] as a read-through POSIX file system (unmount with "
+               "umount or fusermount3 -u)");
+  cmd->add_option("source", m->source, "s3://BUCKET[/PREFIX]")->required();
+  cmd->add_option("mountpoint", m->mountpoint, "an existing directory")->required();
+  cmd->add_flag("--read-only", m->read_only, "mount read-only (writes get EROFS)");
+  cmd->add_option("--cache-dir", m->cache_dir, "node-local cache directory")->capture_default_str();
+  cmd->add_option("--cache-size", m->cache_size, "bound on cached bytes, e.g. 10G")->capture_default_str();
+  cmd->add_option("--cache-min-free", m->min_free, "free space to leave on the cache disk")->capture_default_str();
+  cmd->add_option("--metadata-ttl", m->metadata_ttl,
+                  "seconds listings and attributes are trusted, or 'forever' for immutable data")
+      ->capture_default_str();
+  cmd->add_option("--import-policy", m->import_policy,
+                  "bucket changes that become visible: any of NEW,CHANGED,DELETED, or NONE")
+      ->capture_default_str();
+  cmd->add_option("--uid", m->uid, "owner of files without file-owner metadata");
+  cmd->add_option("--gid", m->gid, "group of files without file-group metadata");
+  cmd->add_option("--file-mode", m->file_mode, "mode of files without metadata (octal)")->capture_default_str();
+  cmd->add_option("--dir-mode", m->dir_mode, "mode of directories (octal)")->capture_default_str();
+  cmd->add_flag("--allow-other", m->allow_other, "let other users access the mount");
+  cmd->add_flag("-f,--foreground", m->foreground, "stay in the foreground, log to stderr");
+  cmd->add_option("--metrics-address", m->metrics_address,
+                  "serve Prometheus metrics at http://HOST:PORT/metrics");
+  cmd->add_option("-o", m->o_options, "comma-separated options as mount(8) passes them "
+                                      "(Nacre's own, e.g. endpoint-url=..., or FUSE's)");
+  cmd->add_option("--part-size", m->part_size_mib, "MiB per ranged GET")->check(CLI::Range(1.0, 1024.0));
+  cmd->add_option("--fetch-threads", m->fetch_threads, "GETs in flight for the whole mount")
+      ->check(CLI::Range(1, 256));
+  cmd->add_option("--fuse-threads", m->fuse_threads, "threads serving kernel requests")
+      ->check(CLI::Range(1, 256));
+  cmd->add_option("--log-level", m->log_level, "trace, debug, info, warn, error")->capture_default_str();
+  m->s3.add_to(*cmd);
+  cmd->callback([m, &exit_code] { exit_code = m->run(); });
+}
+
+}  // namespace nacre::cli

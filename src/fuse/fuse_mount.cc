@@ -1,0 +1,325 @@
+#define FUSE_USE_VERSION 35
+#include "fuse/fuse_mount.h"
+
+#include <fuse3/fuse_lowlevel.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+
+#include <csignal>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "fs/errno_map.h"
+
+namespace nacre::fuse {
+
+namespace {
+
+fs::FileSystem& fs_of(fuse_req_t req) { return *static_cast<fs::FileSystem*>(fuse_req_userdata(req)); }
+
+void reply_error(fuse_req_t req, const Error& e) { fuse_reply_err(req, fs::to_errno(e)); }
+
+struct stat to_stat(const fs::Attr& a) {
+  struct stat st {};
+  st.st_ino = a.ino;
+  st.st_mode = a.mode;
+  st.st_nlink = a.nlink;
+  st.st_uid = a.uid;
+  st.st_gid = a.gid;
+  st.st_size = static_cast<off_t>(a.size);
+  st.st_blksize = 1 << 20;
+  st.st_blocks = static_cast<blkcnt_t>((a.size + 511) / 512);
+  st.st_mtim = a.mtime;
+  st.st_atim = a.atime;
+  st.st_ctim = a.ctime;
+  return st;
+}
+
+void on_init(void*, fuse_conn_info* conn) {
+  // Splice replies straight from the cache file; let the kernel issue reads
+  // in parallel; large requests.
+  if (conn->capable & FUSE_CAP_SPLICE_WRITE) conn->want |= FUSE_CAP_SPLICE_WRITE;
+  if (conn->capable & FUSE_CAP_SPLICE_MOVE) conn->want |= FUSE_CAP_SPLICE_MOVE;
+  if (conn->capable & FUSE_CAP_ASYNC_READ) conn->want |= FUSE_CAP_ASYNC_READ;
+  conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;  // the ETag decides, via keep_cache
+  conn->max_readahead = 1 << 20;
+  conn->max_write = 1 << 20;
+  conn->max_read = 1 << 20;  // must equal the max_read mount option
+  spdlog::info("FUSE protocol {}.{}, max_readahead {}, splice {}", conn->proto_major,
+               conn->proto_minor, conn->max_readahead,
+               (conn->want & FUSE_CAP_SPLICE_WRITE) ? "on" : "off");
+}
+
+void on_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  auto& fs = fs_of(req);
+  auto attr = fs.lookup(parent, name);
+  if (!attr) {
+    if (attr.error().code == ErrorCode::kNoSuchKey) {
+      // A negative entry: the kernel caches the absence for the TTL.
+      fuse_entry_param e{};
+      e.ino = 0;
+      e.entry_timeout = fs.timeout_seconds();
+      fuse_reply_entry(req, &e);
+      return;
+    }
+    reply_error(req, attr.error());
+    return;
+  }
+  fuse_entry_param e{};
+  e.ino = attr->ino;
+  e.attr = to_stat(*attr);
+  e.attr_timeout = fs.timeout_seconds();
+  e.entry_timeout = fs.timeout_seconds();
+  fuse_reply_entry(req, &e);
+}
+
+void on_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
+  fs_of(req).forget(ino, nlookup);
+  fuse_reply_none(req);
+}
+
+void on_forget_multi(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
+  for (size_t i = 0; i < count; ++i) fs_of(req).forget(forgets[i].ino, forgets[i].nlookup);
+  fuse_reply_none(req);
+}
+
+void on_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+  auto& fs = fs_of(req);
+  auto attr = fs.getattr(ino);
+  if (!attr) return reply_error(req, attr.error());
+  struct stat st = to_stat(*attr);
+  fuse_reply_attr(req, &st, fs.timeout_seconds());
+}
+
+void on_readlink(fuse_req_t req, fuse_ino_t ino) {
+  auto target = fs_of(req).readlink(ino);
+  if (!target) return reply_error(req, target.error());
+  fuse_reply_readlink(req, target->c_str());
+}
+
+void on_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  auto r = fs_of(req).open(ino, fi->flags);
+  if (!r) return reply_error(req, r.error());
+  fi->fh = r->fh;
+  fi->keep_cache = r->keep_cache;
+  fuse_reply_open(req, fi);
+}
+
+void on_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
+  auto r = fs_of(req).read(fi->fh, static_cast<uint64_t>(off), size);
+  if (!r) return reply_error(req, r.error());
+  if (r->length == 0) {
+    fuse_reply_buf(req, nullptr, 0);
+    return;
+  }
+  fuse_bufvec buf = FUSE_BUFVEC_INIT(r->length);
+  buf.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+  buf.buf[0].fd = r->fd;
+  buf.buf[0].pos = static_cast<off_t>(r->offset);
+  fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+}
+
+void on_release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+  fs_of(req).release(fi->fh);
+  fuse_reply_err(req, 0);
+}
+
+// A directory handle holds the listing snapshot taken at opendir, so that
+// readdir offsets stay consistent while the kernel pages through it.
+struct DirHandle {
+  std::vector<fs::DirEntry> entries;
+};
+
+void on_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  auto entries = fs_of(req).readdir(ino);
+  if (!entries) return reply_error(req, entries.error());
+  auto* h = new DirHandle{std::move(*entries)};
+  fi->fh = reinterpret_cast<uint64_t>(h);
+  fi->cache_readdir = 0;
+  fuse_reply_open(req, fi);
+}
+
+void on_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  auto* h = reinterpret_cast<DirHandle*>(fi->fh);
+  std::string buf(size, '\0');
+  size_t used = 0;
+  // Offsets: 0 ".", 1 "..", 2.. entries; each entry's offset is the next one's.
+  for (size_t i = static_cast<size_t>(off); i < h->entries.size() + 2; ++i) {
+    struct stat st {};
+    const char* name;
+    if (i == 0) {
+      name = ".";
+      st.st_ino = ino;
+      st.st_mode = S_IFDIR;
+    } else if (i == 1) {
+      name = "..";
+      st.st_ino = 1;
+      st.st_mode = S_IFDIR;
+    } else {
+      const auto& e = h->entries[i - 2];
+      name = e.name.c_str();
+      st.st_ino = e.ino;
+      st.st_mode = e.type;
+    }
+    size_t n = fuse_add_direntry(req, buf.data() + used, size - used, name, &st,
+                                 static_cast<off_t>(i + 1));
+    if (n > size - used) break;
+    used += n;
+  }
+  fuse_reply_buf(req, buf.data(), used);
+}
+
+void on_releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+  delete reinterpret_cast<DirHandle*>(fi->fh);
+  fuse_reply_err(req, 0);
+}
+
+void on_statfs(fuse_req_t req, fuse_ino_t) {
+  fs::StatFs s = fs_of(req).statfs();
+  struct statvfs st {};
+  st.f_bsize = s.block_size;
+  st.f_frsize = s.block_size;
+  st.f_blocks = s.blocks;
+  st.f_bfree = s.blocks;
+  st.f_bavail = s.blocks;
+  st.f_files = s.files;
+  st.f_ffree = s.files;
+  st.f_namemax = s.name_max;
+  fuse_reply_statfs(req, &st);
+}
+
+void on_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
+  auto value = fs_of(req).getxattr(ino, name);
+  if (!value) {
+    int err = value.error().code == ErrorCode::kNotSupported ? ENODATA : fs::to_errno(value.error());
+    fuse_reply_err(req, err);
+    return;
+  }
+  if (size == 0) return (void)fuse_reply_xattr(req, value->size());
+  if (size < value->size()) return (void)fuse_reply_err(req, ERANGE);
+  fuse_reply_buf(req, value->data(), value->size());
+}
+
+void on_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
+  auto names = fs_of(req).listxattr(ino);
+  if (!names) return reply_error(req, names.error());
+  std::string all;
+  for (const auto& n : *names) all += n + '\0';
+  if (size == 0) return (void)fuse_reply_xattr(req, all.size());
+  if (size < all.size()) return (void)fuse_reply_err(req, ERANGE);
+  fuse_reply_buf(req, all.data(), all.size());
+}
+
+void on_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size,
+                 int) {
+  auto st = fs_of(req).setxattr(ino, name, std::string(value, size));
+  if (!st) {
+    int err = st.error().code == ErrorCode::kNotSupported ? ENOTSUP : fs::to_errno(st.error());
+    fuse_reply_err(req, err);
+    return;
+  }
+  fuse_reply_err(req, 0);
+}
+
+const fuse_lowlevel_ops kOps = [] {
+  fuse_lowlevel_ops ops{};
+  ops.init = on_init;
+  ops.lookup = on_lookup;
+  ops.forget = on_forget;
+  ops.forget_multi = on_forget_multi;
+  ops.getattr = on_getattr;
+  ops.readlink = on_readlink;
+  ops.open = on_open;
+  ops.read = on_read;
+  ops.release = on_release;
+  ops.opendir = on_opendir;
+  ops.readdir = on_readdir;
+  ops.releasedir = on_releasedir;
+  ops.statfs = on_statfs;
+  ops.getxattr = on_getxattr;
+  ops.listxattr = on_listxattr;
+  ops.setxattr = on_setxattr;
+  return ops;
+}();
+
+// Raises the kernel's read-ahead for this mount (the FUSE bdi), so sequential
+// readers ask for more ahead of the application. Best effort: older kernels
+// or a read-only /sys leave the default. The device number comes from
+// mountinfo, because a stat() of the mount point from the server itself
+// would wait for the server: a deadlock before the first request.
+void tune_read_ahead(const std::string& mountpoint, unsigned kb) {
+  std::ifstream info("/proc/self/mountinfo");
+  std::string line, dev;
+  while (std::getline(info, line)) {
+    // id parent major:minor root mountpoint ...
+    std::istringstream fields(line);
+    std::string id, parent, majmin, root, point;
+    fields >> id >> parent >> majmin >> root >> point;
+    if (point == mountpoint) dev = majmin;
+  }
+  if (dev.empty()) return;
+  std::string path = "/sys/class/bdi/" + dev + "/read_ahead_kb";
+  std::ofstream out(path);
+  if (out) out << kb;
+  if (!out) spdlog::info("could not set {} (kernel default read-ahead stays)", path);
+}
+
+}  // namespace
+
+Result<std::unique_ptr<FuseMount>> FuseMount::mount(fs::FileSystem& fs, const MountOptions& options) {
+  std::vector<std::string> args = {"nacre", "-o", "fsname=" + options.fsname, "-o",
+                                   "subtype=nacre", "-o", "max_read=1048576", "-o",
+                                   "default_permissions"};
+  if (options.read_only) args.insert(args.end(), {"-o", "ro"});
+  if (options.allow_other) args.insert(args.end(), {"-o", "allow_other"});
+  for (const auto& e : options.extra) args.insert(args.end(), {"-o", e});
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  fuse_args fargs = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
+  std::unique_ptr<FuseMount> m(new FuseMount());
+  m->options_ = options;
+  m->session_ = fuse_session_new(&fargs, &kOps, sizeof kOps, &fs);
+  if (!m->session_) {
+    return fail(ErrorCode::kInvalidArgument, "cannot create the FUSE session (bad mount options?)");
+  }
+  if (fuse_session_mount(m->session_, options.mountpoint.c_str()) != 0) {
+    return fail(ErrorCode::kIo, "cannot mount on " + options.mountpoint +
+                                    " (does it exist, and is /dev/fuse usable?)");
+  }
+  m->mounted_ = true;
+  return m;
+}
+
+FuseMount::~FuseMount() {
+  if (session_) {
+    if (mounted_) fuse_session_unmount(session_);
+    fuse_session_destroy(session_);
+  }
+}
+
+Status FuseMount::daemonize(bool foreground) {
+  if (fuse_daemonize(foreground ? 1 : 0) != 0) return fail(ErrorCode::kIo, "cannot daemonise");
+  return {};
+}
+
+Status FuseMount::run() {
+  if (fuse_set_signal_handlers(session_) != 0) return fail(ErrorCode::kIo, "cannot set signal handlers");
+  tune_read_ahead(options_.mountpoint, options_.read_ahead_kb);
+  fuse_loop_config* config = fuse_loop_cfg_create();
+  fuse_loop_cfg_set_max_threads(config, static_cast<unsigned>(options_.max_threads));
+  fuse_loop_cfg_set_clone_fd(config, 0);
+  int rc = fuse_session_loop_mt(session_, config);
+  fuse_loop_cfg_destroy(config);
+  fuse_remove_signal_handlers(session_);
+  if (rc != 0 && rc != SIGTERM && rc != SIGINT && rc != SIGHUP) {
+    return fail(ErrorCode::kIo, "FUSE loop ended with " + std::to_string(rc));
+  }
+  return {};
+}
+
+void FuseMount::invalidate_data(fs::Ino ino) {
+  if (session_) fuse_lowlevel_notify_inval_inode(session_, ino, 0, 0);
+}
+
+}  // namespace nacre::fuse

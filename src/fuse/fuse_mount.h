@@ -1,0 +1,51 @@
+// The libfuse3 low-level adapter: forwards kernel requests to fs::FileSystem
+// and turns its results into replies. It holds no file-system behaviour; read
+// replies are spliced from the cache file (fd-backed fuse_bufvec).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/error.h"
+#include "fs/file_system.h"
+
+struct fuse_session;
+
+namespace nacre::fuse {
+
+struct MountOptions {
+  std::string mountpoint;
+  std::string fsname;  // shown in /proc/mounts, e.g. "nacre:bucket/prefix"
+  bool read_only = false;
+  bool allow_other = false;
+  std::vector<std::string> extra;  // further -o options for FUSE
+  int max_threads = 16;
+  unsigned read_ahead_kb = 16384;  // the FUSE bdi read_ahead, set after mounting
+};
+
+class FuseMount {
+ public:
+  // Creates the session and mounts. Nothing runs yet, so the caller can still
+  // daemonise (no threads exist).
+  [[nodiscard]] static Result<std::unique_ptr<FuseMount>> mount(fs::FileSystem& fs,
+                                                                const MountOptions& options);
+  ~FuseMount();  // unmounts
+
+  // Detaches from the terminal unless `foreground` (libfuse's daemonise: the
+  // parent exits once the child is ready). Call before any thread starts.
+  [[nodiscard]] static Status daemonize(bool foreground);
+  // Serves requests until the file system is unmounted or a signal arrives.
+  [[nodiscard]] Status run();
+  // Drops the kernel's cached pages of `ino` (after `nacre release`).
+  void invalidate_data(fs::Ino ino);
+  fuse_session* session() const { return session_; }
+
+ private:
+  FuseMount() = default;
+  fuse_session* session_ = nullptr;
+  MountOptions options_;
+  bool mounted_ = false;
+};
+
+}  // namespace nacre::fuse
