@@ -536,9 +536,27 @@ Result<ReadResult> FileSystem::read(uint64_t fh, uint64_t offset, size_t size) {
     h->next_offset = offset + length;
   }
   auto st = fetcher->ensure(first, last);
+  if (!st && st.error().code == ErrorCode::kNoSpace) {
+    // The cache disk is full of data in use: serve this read straight from
+    // S3 (same version, If-Match) rather than fail it.
+    spdlog::warn("cache full ({}); reading s3://{}/{} without caching", st.error().message,
+                 h->version.bucket, h->version.key);
+    ReadResult direct;
+    metrics_.count_request("GetObject");
+    auto r = client_.get_object({h->version.bucket, h->version.key, offset, length, h->version.etag},
+                                [&](std::string_view c) -> Status {
+                                  direct.data.append(c);
+                                  return {};
+                                });
+    if (!r) return std::unexpected(r.error());
+    metrics_.s3_bytes_fetched += direct.data.size();
+    direct.length = direct.data.size();
+    metrics_.read_bytes += direct.length;
+    return direct;
+  }
   if (!st) return std::unexpected(st.error());
   metrics_.read_bytes += length;
-  return ReadResult{object->data_fd(), offset, length};
+  return ReadResult{object->data_fd(), offset, length, {}};
 }
 
 void FileSystem::release(uint64_t fh) {

@@ -81,12 +81,14 @@ struct OpenResult {
   bool keep_cache = false;  // the kernel may keep its page cache: same ETag as the last open
 };
 
-// Bytes [offset, offset + length) of file descriptor `fd` (the cache file):
-// the adapter splices them to the kernel without copying.
+// Bytes [offset, offset + length) of file descriptor `fd` (the cache file),
+// which the adapter splices to the kernel without copying; or, when the cache
+// could not take the data (disk full), the bytes themselves in `data`.
 struct ReadResult {
   int fd = -1;
   uint64_t offset = 0;
   size_t length = 0;
+  std::string data;
 };
 
 struct StatFs {

@@ -109,8 +109,8 @@ void on_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 void on_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
   auto r = fs_of(req).read(fi->fh, static_cast<uint64_t>(off), size);
   if (!r) return reply_error(req, r.error());
-  if (r->length == 0) {
-    fuse_reply_buf(req, nullptr, 0);
+  if (r->length == 0 || r->fd < 0) {
+    fuse_reply_buf(req, r->data.data(), r->data.size());
     return;
   }
   fuse_bufvec buf = FUSE_BUFVEC_INIT(r->length);

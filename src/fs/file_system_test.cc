@@ -1,0 +1,329 @@
+// The file system core over the in-memory object store and a real cache in a
+// temporary directory: no FUSE, no network.
+#include "fs/file_system.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "fs/errno_map.h"
+#include "fs/mount_source.h"
+#include "s3/faulty_object_client.h"
+#include "s3/memory_object_client.h"
+
+namespace nacre::fs {
+namespace {
+
+using namespace std::chrono_literals;
+
+std::string random_bytes(size_t n, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::string s(n, '\0');
+  for (auto& c : s) c = static_cast<char>(rng());
+  return s;
+}
+
+class FileSystemTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/nacre-fs-test-XXXXXX";
+    dir_ = mkdtemp(tmpl);
+    store_.create_bucket("b");
+  }
+  void TearDown() override {
+    fs_.reset();
+    pool_.reset();
+    cache_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+  void put(const std::string& key, const std::string& data, s3::UserMetadata meta = {}) {
+    ASSERT_TRUE(store_.put_object({"b", key, s3::Body::from_memory(data), std::move(meta), ""}));
+  }
+  FileSystem& mount(FsOptions o = {}) {
+    fs_.reset();
+    pool_.reset();
+    cache_.reset();
+    cache::CacheOptions co;
+    co.dir = dir_;
+    co.max_bytes = 1ull << 30;
+    co.min_free_bytes = 0;
+    auto cache = cache::BlockCache::open(co);
+    EXPECT_TRUE(cache) << cache.error().describe();
+    cache_ = std::move(*cache);
+    pool_ = std::make_unique<FetchPool>(4);
+    pool_->start();
+    o.bucket = "b";
+    if (o.prefix.empty()) o.prefix = "p/";
+    o.uid = 1000;
+    o.gid = 1000;
+    fs_ = std::make_unique<FileSystem>(client_, *cache_, *pool_, metrics_, o);
+    return *fs_;
+  }
+  std::string read_all(FileSystem& fs, Ino ino, size_t chunk = 1 << 20) {
+    auto h = fs.open(ino, O_RDONLY);
+    EXPECT_TRUE(h) << h.error().describe();
+    std::string out;
+    for (uint64_t off = 0;; off += chunk) {
+      auto r = fs.read(h->fh, off, chunk);
+      EXPECT_TRUE(r) << r.error().describe();
+      if (!r || r->length == 0) break;
+      out += pread_result(*r);
+    }
+    fs.release(h->fh);
+    return out;
+  }
+  static std::string pread_result(const ReadResult& r) {
+    if (r.fd < 0) return r.data;
+    std::string buf(r.length, '\0');
+    EXPECT_EQ(pread(r.fd, buf.data(), r.length, static_cast<off_t>(r.offset)),
+              static_cast<ssize_t>(r.length));
+    return buf;
+  }
+  Ino lookup_path(FileSystem& fs, const std::string& path) {
+    Ino ino = kRootIno;
+    size_t pos = 0;
+    while (pos < path.size()) {
+      size_t slash = path.find('/', pos);
+      auto a = fs.lookup(ino, path.substr(pos, slash - pos));
+      if (!a) return 0;
+      ino = a->ino;
+      if (slash == std::string::npos) break;
+      pos = slash + 1;
+    }
+    return ino;
+  }
+
+  std::string dir_;
+  s3::MemoryObjectClient store_;
+  s3::FaultyObjectClient client_{store_};
+  Metrics metrics_;
+  std::unique_ptr<cache::BlockCache> cache_;
+  std::unique_ptr<FetchPool> pool_;
+  std::unique_ptr<FileSystem> fs_;
+};
+
+TEST_F(FileSystemTest, ReaddirIsOneListAndHidesKeysThatCannotBeNames) {
+  put("p/a", "1");
+  put("p/d/x", "2");
+  put("p/empty/", "");
+  put("p/bad//k", "3");
+  put("p/c/./d", "4");
+  put("p/" + std::string(256, 'n'), "5");
+  put("p/same", "file");
+  put("p/same/inner", "dir wins");
+  put("q/outside", "never");
+  auto& fs = mount();
+  auto entries = fs.readdir(kRootIno);
+  ASSERT_TRUE(entries) << entries.error().describe();
+  std::map<std::string, mode_t> names;
+  for (auto& e : *entries) names[e.name] = e.type;
+  EXPECT_EQ(names, (std::map<std::string, mode_t>{{"a", S_IFREG}, {"bad", S_IFDIR}, {"c", S_IFDIR},
+                                                  {"d", S_IFDIR}, {"empty", S_IFDIR}, {"same", S_IFDIR}}));
+  EXPECT_EQ(store_.request_count("ListObjectsV2"), 1);
+  EXPECT_EQ(store_.request_count("HeadObject"), 0);
+  EXPECT_GE(metrics_.hidden_keys.load(), 1u);
+  EXPECT_EQ(metrics_.shadowed_keys.load(), 1u);
+  // The bad key's directory holds nothing a name can reach.
+  Ino bad = lookup_path(fs, "bad");
+  ASSERT_NE(bad, 0u);
+  EXPECT_TRUE(fs.readdir(bad)->empty());
+  Ino c = lookup_path(fs, "c");
+  EXPECT_TRUE(fs.readdir(c)->empty()) << "'c/./d' must stay hidden";
+  EXPECT_FALSE(fs.lookup(kRootIno, "..")) << "no name leads out of the mount";
+}
+
+TEST_F(FileSystemTest, LookupWithoutListingUsesHeadAndAppliesFsxMetadata) {
+  put("p/weights", "data", {{"file-permissions", "0100600"}, {"file-owner", "1234"},
+                            {"file-group", "99"}, {"file-mtime", "1700000000123456789ns"}});
+  put("p/link", "weights", {{"file-permissions", "0120777"}});
+  auto& fs = mount();
+  auto a = fs.lookup(kRootIno, "weights");
+  ASSERT_TRUE(a) << a.error().describe();
+  EXPECT_EQ(a->mode, S_IFREG | 0600);
+  EXPECT_EQ(a->uid, 1234u);
+  EXPECT_EQ(a->gid, 99u);
+  EXPECT_EQ(a->mtime.tv_sec, 1700000000);
+  EXPECT_EQ(a->mtime.tv_nsec, 123456789);
+  EXPECT_EQ(store_.request_count("HeadObject"), 1);
+  auto l = fs.lookup(kRootIno, "link");
+  ASSERT_TRUE(l);
+  EXPECT_EQ(l->mode & S_IFMT, static_cast<mode_t>(S_IFLNK));
+  EXPECT_EQ(*fs.readlink(l->ino), "weights");
+  auto missing = fs.lookup(kRootIno, "nope");
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(to_errno(missing.error()), ENOENT);
+  int heads = store_.request_count("HeadObject");
+  EXPECT_FALSE(fs.lookup(kRootIno, "nope"));
+  EXPECT_EQ(store_.request_count("HeadObject"), heads) << "negative lookups are cached for the TTL";
+}
+
+TEST_F(FileSystemTest, ReadsMatchTheObjectAtEveryOffset) {
+  std::string data = random_bytes(5 * 1048576 + 12345, 7);
+  put("p/f", data);
+  auto& fs = mount();
+  Ino ino = lookup_path(fs, "f");
+  EXPECT_TRUE(read_all(fs, ino) == data);
+  auto h = fs.open(ino, O_RDONLY);
+  std::mt19937 rng(42);
+  for (int i = 0; i < 200; ++i) {
+    uint64_t off = rng() % data.size();
+    size_t len = 1 + rng() % 300000;
+    auto r = fs.read(h->fh, off, len);
+    ASSERT_TRUE(r);
+    ASSERT_TRUE(pread_result(*r) == data.substr(off, len)) << "offset " << off << " length " << len;
+  }
+  fs.release(h->fh);
+}
+
+TEST_F(FileSystemTest, ConcurrentReadersOfAColdFileFetchItOnce) {
+  std::string data = random_bytes(24 * 1048576, 3);
+  put("p/big", data);
+  FsOptions o;
+  o.hydrate_min_size = 1ull << 40;  // no hydration: readers alone drive fetches
+  auto& fs = mount(o);
+  Ino ino = lookup_path(fs, "big");
+  std::vector<std::thread> readers;
+  std::atomic<int> good{0};
+  for (int t = 0; t < 4; ++t) {
+    readers.emplace_back([&] {
+      if (read_all(fs, ino, 128 * 1024) == data) ++good;
+    });
+  }
+  for (auto& r : readers) r.join();
+  EXPECT_EQ(good, 4);
+  EXPECT_EQ(store_.bytes_served(), data.size()) << "single-flight: one GET per block";
+}
+
+TEST_F(FileSystemTest, RemoteOverwriteNeverMixesVersions) {
+  std::string v1 = random_bytes(4 * 1048576, 1), v2 = random_bytes(4 * 1048576, 2);
+  put("p/f", v1);
+  FsOptions o;
+  o.hydrate_min_size = 1ull << 40;
+  o.max_window = o.initial_window = 1 << 20;
+  auto& fs = mount(o);
+  Ino ino = lookup_path(fs, "f");
+  auto h = fs.open(ino, O_RDONLY);
+  ASSERT_TRUE(h);
+  auto first = fs.read(h->fh, 0, 1 << 20);
+  ASSERT_TRUE(first);
+  EXPECT_TRUE(pread_result(*first) == v1.substr(0, 1 << 20));
+  put("p/f", v2);
+  // Far from what was read or prefetched: needs a new GET of a gone version.
+  auto later = fs.read(h->fh, 3 * 1048576, 1 << 20);
+  if (later) {
+    EXPECT_TRUE(pread_result(*later) == v1.substr(3 * 1048576, 1 << 20)) << "bytes of another version";
+  } else {
+    EXPECT_EQ(to_errno(later.error()), EIO);
+  }
+  fs.release(h->fh);
+}
+
+TEST_F(FileSystemTest, ImportPolicyDecidesWhatChangesBecomeVisible) {
+  put("p/keep", "old");
+  put("p/gone", "x");
+  FsOptions o;
+  o.metadata_ttl = 0ms;
+  o.import = {false, false, false};
+  auto& fs = mount(o);
+  ASSERT_EQ(fs.readdir(kRootIno)->size(), 2u);
+  put("p/new", "n");
+  put("p/keep", "changed!");
+  ASSERT_TRUE(store_.delete_object("b", "p/gone"));
+  auto after = fs.readdir(kRootIno);
+  ASSERT_TRUE(after);
+  std::set<std::string> names;
+  for (auto& e : *after) names.insert(e.name);
+  EXPECT_EQ(names, (std::set<std::string>{"gone", "keep"}));
+  EXPECT_EQ(fs.lookup(kRootIno, "keep")->size, 3u) << "CHANGED is off: the old version stays";
+
+  // With everything imported the same changes show (another prefix, same store).
+  fs_.reset();
+  put("r/keep", "old");
+  put("r/gone", "x");
+  FsOptions all;
+  all.prefix = "r/";
+  all.metadata_ttl = 0ms;
+  auto& fs2 = mount(all);
+  ASSERT_EQ(fs2.readdir(kRootIno)->size(), 2u);
+  put("r/new", "n");
+  put("r/keep", "changed!");
+  ASSERT_TRUE(store_.delete_object("b", "r/gone"));
+  names.clear();
+  auto listed = fs2.readdir(kRootIno);
+  ASSERT_TRUE(listed);
+  for (auto& e : *listed) names.insert(e.name);
+  EXPECT_EQ(names, (std::set<std::string>{"keep", "new"}));
+  EXPECT_EQ(fs2.lookup(kRootIno, "keep")->size, 8u);
+}
+
+TEST_F(FileSystemTest, WritesAreRefusedWithErofs) {
+  put("p/f", "x");
+  auto& fs = mount();
+  Ino ino = lookup_path(fs, "f");
+  auto w = fs.open(ino, O_WRONLY);
+  ASSERT_FALSE(w);
+  EXPECT_EQ(to_errno(w.error()), EROFS);
+  EXPECT_FALSE(fs.open(ino, O_RDONLY | O_TRUNC));
+}
+
+TEST_F(FileSystemTest, S3OutageGivesEioAfterRetriesWhileCachedDataIsServed) {
+  std::string data = random_bytes(3 * 1048576, 5);
+  put("p/f", data);
+  FsOptions o;
+  o.hydrate_min_size = 1ull << 40;
+  o.max_window = o.initial_window = 1 << 20;
+  o.part_size = 1 << 20;
+  auto& fs = mount(o);
+  Ino ino = lookup_path(fs, "f");
+  auto h = fs.open(ino, O_RDONLY);
+  ASSERT_TRUE(fs.read(h->fh, 0, 1 << 20));
+  client_.fail_all(Error{ErrorCode::kNetwork, "injected outage", "", "", 0});
+  auto cached = fs.read(h->fh, 0, 4096);
+  ASSERT_TRUE(cached) << "cached blocks keep being served";
+  EXPECT_TRUE(pread_result(*cached) == data.substr(0, 4096));
+  auto cold = fs.read(h->fh, 2 * 1048576 + 5, 4096);
+  ASSERT_FALSE(cold);
+  EXPECT_EQ(to_errno(cold.error()), EIO);
+  fs.release(h->fh);
+}
+
+TEST_F(FileSystemTest, ReleaseDropsCachedDataAndTheFileStillReads) {
+  std::string data = random_bytes(2 * 1048576, 9);
+  put("p/f", data);
+  auto& fs = mount();
+  Ino ino = lookup_path(fs, "f");
+  EXPECT_TRUE(read_all(fs, ino) == data);
+  EXPECT_EQ(*fs.getxattr(ino, "user.nacre.cached_bytes"), std::to_string(data.size()));
+  ASSERT_TRUE(fs.setxattr(ino, "user.nacre.release", "1"));
+  EXPECT_EQ(*fs.getxattr(ino, "user.nacre.cached_bytes"), "0");
+  EXPECT_TRUE(read_all(fs, ino) == data);
+  EXPECT_EQ(*fs.getxattr(ino, "user.nacre.s3_url"), "s3://b/p/f");
+}
+
+TEST(MountSource, Parses) {
+  EXPECT_EQ(parse_mount_source("s3://b/models/mistral")->prefix, "models/mistral/");
+  EXPECT_EQ(parse_mount_source("b")->prefix, "");
+  EXPECT_EQ(parse_mount_source("s3://b/")->bucket, "b");
+  EXPECT_FALSE(parse_mount_source("s3://b/a/../c"));
+  EXPECT_FALSE(parse_mount_source("s3://"));
+}
+
+TEST(MountSource, MissingBucketOrPrefixFailsTheCheck) {
+  s3::MemoryObjectClient store;
+  store.create_bucket("b");
+  ASSERT_TRUE(store.put_object({"b", "models/x", s3::Body::from_memory("1"), {}, ""}));
+  EXPECT_TRUE(check_mount_source(store, {"b", "models/"}));
+  EXPECT_TRUE(check_mount_source(store, {"b", ""}));
+  auto no_prefix = check_mount_source(store, {"b", "nothing/"});
+  ASSERT_FALSE(no_prefix);
+  EXPECT_NE(no_prefix.error().message.find("holds no objects"), std::string::npos);
+  EXPECT_EQ(check_mount_source(store, {"nobucket", ""}).error().code, ErrorCode::kNoSuchBucket);
+}
+
+}  // namespace
+}  // namespace nacre::fs
