@@ -5,7 +5,7 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config git python3
   libcurl4-openssl-dev libssl-dev libpugixml-dev nlohmann-json3-dev libspdlog-dev libcli11-dev
-  libgtest-dev libgmock-dev libfuse3-dev fuse3
+  libgtest-dev libgmock-dev libfuse3-dev fuse3 prometheus-cpp-dev
   ceph-mon ceph-osd radosgw ceph-common
   curl awscli s3fs rclone
 )
