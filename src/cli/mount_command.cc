@@ -30,7 +30,7 @@ struct MountCommand {
   std::string source;
   std::string mountpoint;
   bool read_only = false;
-  std::string cache_dir = "/var/cache/nacre";
+  std::string cache_dir;  // default: /var/cache/nacre/BUCKET/PREFIX
   std::string cache_size = "10G";
   std::string min_free = "1G";
   std::string metadata_ttl = "1";
@@ -120,7 +120,11 @@ struct MountCommand {
     if (!client) return report(client.error());
     if (auto ok = fs::check_mount_source(**client, *src); !ok) return report(ok.error());
     cache::CacheOptions cache_options;
-    cache_options.dir = cache_dir;
+    // One cache directory per mount source: a cache directory serves one
+    // process at a time, and a remount of the same source finds its data.
+    cache_options.dir = !cache_dir.empty() ? cache_dir
+                                           : "/var/cache/nacre/" + src->bucket +
+                                                 (src->prefix.empty() ? "" : "/" + src->prefix);
     cache_options.max_bytes = *max_bytes;
     cache_options.min_free_bytes = *min_free_bytes;
     auto cache = cache::BlockCache::open(cache_options);
@@ -205,7 +209,9 @@ void add_mount_command(CLI::App& app, int& exit_code) {
   cmd->add_option("source", m->source, "s3://BUCKET[/PREFIX]")->required();
   cmd->add_option("mountpoint", m->mountpoint, "an existing directory")->required();
   cmd->add_flag("--read-only", m->read_only, "mount read-only (writes get EROFS)");
-  cmd->add_option("--cache-dir", m->cache_dir, "node-local cache directory")->capture_default_str();
+  cmd->add_option("--cache-dir", m->cache_dir,
+                  "node-local cache directory (default /var/cache/nacre/BUCKET/PREFIX); one mount "
+                  "at a time may use it");
   cmd->add_option("--cache-size", m->cache_size, "bound on cached bytes, e.g. 10G")->capture_default_str();
   cmd->add_option("--cache-min-free", m->min_free, "free space to leave on the cache disk")->capture_default_str();
   cmd->add_option("--metadata-ttl", m->metadata_ttl,

@@ -559,6 +559,14 @@ Result<ReadResult> FileSystem::read(uint64_t fh, uint64_t offset, size_t size) {
   return ReadResult{object->data_fd(), offset, length, {}};
 }
 
+Status FileSystem::modify() const {
+  return fail(ErrorCode::kReadOnly, "the file system is read-only (the write path is not built yet)");
+}
+
+Status FileSystem::link() const {
+  return fail(ErrorCode::kNotSupported, "hard links are not supported on S3");
+}
+
 void FileSystem::release(uint64_t fh) {
   std::lock_guard lock(mu_);
   handles_.erase(fh);

@@ -116,6 +116,12 @@ class FileSystem {
   [[nodiscard]] Result<ReadResult> read(uint64_t fh, uint64_t offset, size_t size);
   void release(uint64_t fh);
   StatFs statfs() const { return {}; }
+  // The answer to every namespace or data change (create, mkdir, unlink,
+  // rename, setattr, write...): the write path is not built yet, so the
+  // file system is read-only (kReadOnly → EROFS). Hard links are never
+  // supported (kNotSupported).
+  [[nodiscard]] Status modify() const;
+  [[nodiscard]] Status link() const;
 
   // Extended attributes for `nacre status` / `nacre release`:
   //   user.nacre.s3_url        s3://bucket/key of the file

@@ -222,6 +222,27 @@ void on_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* v
   fuse_reply_err(req, 0);
 }
 
+// Every change to the namespace or to data goes through the core, which
+// decides the answer (today: read-only).
+void refuse(fuse_req_t req) { reply_error(req, fs_of(req).modify().error()); }
+void on_mknod(fuse_req_t req, fuse_ino_t, const char*, mode_t, dev_t) { refuse(req); }
+void on_mkdir(fuse_req_t req, fuse_ino_t, const char*, mode_t) { refuse(req); }
+void on_unlink(fuse_req_t req, fuse_ino_t, const char*) { refuse(req); }
+void on_rmdir(fuse_req_t req, fuse_ino_t, const char*) { refuse(req); }
+void on_symlink(fuse_req_t req, const char*, fuse_ino_t, const char*) { refuse(req); }
+void on_rename(fuse_req_t req, fuse_ino_t, const char*, fuse_ino_t, const char*, unsigned) {
+  refuse(req);
+}
+void on_link(fuse_req_t req, fuse_ino_t, fuse_ino_t, const char*) {
+  reply_error(req, fs_of(req).link().error());
+}
+void on_setattr(fuse_req_t req, fuse_ino_t, struct stat*, int, fuse_file_info*) { refuse(req); }
+void on_create(fuse_req_t req, fuse_ino_t, const char*, mode_t, fuse_file_info*) { refuse(req); }
+void on_write(fuse_req_t req, fuse_ino_t, const char*, size_t, off_t, fuse_file_info*) {
+  refuse(req);
+}
+void on_removexattr(fuse_req_t req, fuse_ino_t, const char*) { refuse(req); }
+
 const fuse_lowlevel_ops kOps = [] {
   fuse_lowlevel_ops ops{};
   ops.init = on_init;
@@ -240,6 +261,17 @@ const fuse_lowlevel_ops kOps = [] {
   ops.getxattr = on_getxattr;
   ops.listxattr = on_listxattr;
   ops.setxattr = on_setxattr;
+  ops.mknod = on_mknod;
+  ops.mkdir = on_mkdir;
+  ops.unlink = on_unlink;
+  ops.rmdir = on_rmdir;
+  ops.symlink = on_symlink;
+  ops.rename = on_rename;
+  ops.link = on_link;
+  ops.setattr = on_setattr;
+  ops.create = on_create;
+  ops.write = on_write;
+  ops.removexattr = on_removexattr;
   return ops;
 }();
 
