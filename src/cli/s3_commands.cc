@@ -39,19 +39,32 @@ std::string basename_of(const std::string& path) {
   return slash == std::string::npos ? p : p.substr(slash + 1);
 }
 
+// The object or prefix a command names, and a client to reach it.
+struct Target {
+  S3Url url;
+  std::unique_ptr<s3::S3Client> client;
+};
+
+Result<Target> connect(const S3Options& s3, const std::string& text) {
+  auto url = parse_s3_url(text);
+  if (!url) return std::unexpected(url.error());
+  auto client = s3.make_client();
+  if (!client) return std::unexpected(client.error());
+  return Target{std::move(*url), std::move(*client)};
+}
+
 struct LsCommand {
   S3Options s3;
   std::string url;
   bool recursive = false;
 
   int run() {
-    auto target = parse_s3_url(url);
-    if (!target) return report(target.error());
-    auto client = s3.make_client();
-    if (!client) return report(client.error());
+    auto t = connect(s3, url);
+    if (!t) return report(t.error());
+    const S3Url* target = &t->url;
     s3::ListRequest req{target->bucket, target->key, recursive ? "" : "/", "", "", 1000};
     do {
-      auto page = (*client)->list_objects(req);
+      auto page = t->client->list_objects(req);
       if (!page) return report(page.error());
       for (const auto& p : page->common_prefixes) {
         std::printf("%30s PRE %s\n", "", p.substr(target->key.size()).c_str());
@@ -170,11 +183,9 @@ struct RmCommand {
   S3Options s3;
   std::string url;
   int run() {
-    auto target = parse_s3_url(url);
-    if (!target) return report(target.error());
-    auto client = s3.make_client();
-    if (!client) return report(client.error());
-    auto st = (*client)->delete_object(target->bucket, target->key);
+    auto t = connect(s3, url);
+    if (!t) return report(t.error());
+    auto st = t->client->delete_object(t->url.bucket, t->url.key);
     return st ? 0 : report(st.error());
   }
 };
@@ -183,11 +194,9 @@ struct StatCommand {
   S3Options s3;
   std::string url;
   int run() {
-    auto target = parse_s3_url(url);
-    if (!target) return report(target.error());
-    auto client = s3.make_client();
-    if (!client) return report(client.error());
-    auto info = (*client)->head_object(target->bucket, target->key);
+    auto t = connect(s3, url);
+    if (!t) return report(t.error());
+    auto info = t->client->head_object(t->url.bucket, t->url.key);
     if (!info) return report(info.error());
     std::printf("key: %s\nsize: %llu\netag: %s\nlast-modified: %s\ncontent-type: %s\n",
                 info->key.c_str(), static_cast<unsigned long long>(info->size),
