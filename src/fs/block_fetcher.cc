@@ -180,6 +180,12 @@ void BlockFetcher::execute(const std::shared_ptr<Run>& run) {
   Status status = {};
   if (!result) {
     status = std::unexpected(result.error());
+    if (result.error().code == ErrorCode::kNoSuchKey) {
+      // The handle's version is gone (deleted): like a replaced version, that
+      // is a failed read (EIO), not a missing file.
+      status = fail(ErrorCode::kPreconditionFailed,
+                    "s3://" + v.bucket + "/" + v.key + " (ETag " + v.etag + ") no longer exists");
+    }
     metrics_.count_error("GetObject", std::string(to_string(result.error().code)));
     spdlog::warn("fetch of s3://{}/{} bytes {}-{} failed: {}", v.bucket, v.key, offset,
                  offset + length - 1, result.error().describe());

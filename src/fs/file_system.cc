@@ -279,9 +279,18 @@ Status FileSystem::revalidate(Ino parent, const std::string& name) {
       inodes_[existing->second]->validated = SteadyClock::now();
       return {};
     }
-    Ino ino = known && inodes_[existing->second]->type != S_IFDIR
-                  ? existing->second
-                  : child_ino(*dir, name, key, S_IFREG);
+    PosixMetadata posix = decode_posix_metadata(head->metadata);
+    mode_t type = posix.mode && (*posix.mode & S_IFMT) == S_IFLNK ? S_IFLNK : S_IFREG;
+    if (known && inodes_[existing->second]->type != type) {
+      // A listing showed a regular file that its metadata says is a symlink
+      // (LIST carries no metadata), or the object changed type. The kernel
+      // must never see an inode change type: the name gets a new inode.
+      Inode& old = *inodes_[existing->second];
+      if (ino_by_key_[old.key] == old.ino) ino_by_key_.erase(old.key);
+      dir->children.erase(existing);
+      known = false;
+    }
+    Ino ino = known ? existing->second : child_ino(*dir, name, key, type);
     apply_object(*inodes_[ino], *head, true);
     return {};
   }

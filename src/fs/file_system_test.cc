@@ -305,6 +305,40 @@ TEST_F(FileSystemTest, ReleaseDropsCachedDataAndTheFileStillReads) {
   EXPECT_EQ(*fs.getxattr(ino, "user.nacre.s3_url"), "s3://b/p/f");
 }
 
+TEST_F(FileSystemTest, ASymlinkFirstSeenInAListingGetsANewInodeNotANewType) {
+  put("p/link", "target", {{"file-permissions", "0120777"}});
+  FsOptions o;
+  o.metadata_ttl = 0ms;
+  auto& fs = mount(o);
+  auto entries = fs.readdir(kRootIno);
+  ASSERT_TRUE(entries);
+  ASSERT_EQ(entries->size(), 1u);
+  Ino listed = (*entries)[0].ino;
+  EXPECT_EQ((*entries)[0].type, static_cast<mode_t>(S_IFREG)) << "LIST carries no metadata";
+  auto a = fs.lookup(kRootIno, "link");  // TTL 0: a HEAD reads the metadata
+  ASSERT_TRUE(a);
+  EXPECT_EQ(a->mode & S_IFMT, static_cast<mode_t>(S_IFLNK));
+  EXPECT_NE(a->ino, listed) << "an inode must never change type under the kernel";
+  EXPECT_EQ(*fs.readlink(a->ino), "target");
+}
+
+TEST_F(FileSystemTest, ReadingADeletedVersionIsEioNotEnoent) {
+  put("p/f", random_bytes(3 * 1048576, 4));
+  FsOptions o;
+  o.hydrate_min_size = 1ull << 40;
+  o.max_window = o.initial_window = 1 << 20;
+  o.part_size = 1 << 20;
+  auto& fs = mount(o);
+  Ino ino = lookup_path(fs, "f");
+  auto h = fs.open(ino, O_RDONLY);
+  ASSERT_TRUE(fs.read(h->fh, 0, 4096));
+  ASSERT_TRUE(store_.delete_object("b", "p/f"));
+  auto r = fs.read(h->fh, 2 * 1048576, 4096);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(to_errno(r.error()), EIO) << r.error().describe();
+  fs.release(h->fh);
+}
+
 TEST(MountSource, Parses) {
   EXPECT_EQ(parse_mount_source("s3://b/models/mistral")->prefix, "models/mistral/");
   EXPECT_EQ(parse_mount_source("b")->prefix, "");
