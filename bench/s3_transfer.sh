@@ -22,7 +22,8 @@ nacre=$root/build/nacre
 work=$(mktemp -d /tmp/nacre-bench.XXXXXX)
 own_server=0
 cleanup() {
-  [ "$own_server" = 1 ] && scripts/s3-server stop "$work/rgw" >/dev/null 2>&1
+  set +e
+  if [ "$own_server" = 1 ]; then scripts/s3-server stop "$work/rgw" >/dev/null 2>&1; fi
   rm -rf "$work"
 }
 trap cleanup EXIT

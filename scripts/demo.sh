@@ -22,11 +22,15 @@ model_tool=$root/bench/safetensors_model.py
 work=$(mktemp -d /var/tmp/nacre-demo.XXXXXX)
 mnt=$work/models
 cleanup() {
+  set +e  # every step runs, whatever the one before did
   if grep -q " $mnt " /proc/mounts 2>/dev/null; then
-    fusermount3 -u "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null || true
+    fusermount3 -u "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null
   fi
-  [ -n "${mount_pid:-}" ] && kill "$mount_pid" 2>/dev/null
-  scripts/s3-server stop "$work/rgw" >/dev/null 2>&1 || true
+  if [ -n "${mount_pid:-}" ]; then
+    kill "$mount_pid" 2>/dev/null
+    wait "$mount_pid" 2>/dev/null
+  fi
+  scripts/s3-server stop "$work/rgw" >/dev/null 2>&1
   rm -rf "$work"
 }
 trap cleanup EXIT

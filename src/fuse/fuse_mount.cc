@@ -16,6 +16,12 @@ namespace nacre::fuse {
 
 namespace {
 
+// The largest read the kernel sends. libfuse splices a reply through a pipe
+// it sizes to header + data; without CAP_SYS_RESOURCE a pipe cannot grow past
+// /proc/sys/fs/pipe-max-size (1 MiB by default), and libfuse then falls back
+// to copying every reply for good. 1008 KiB keeps header + data within 1 MiB.
+constexpr unsigned kMaxRead = 1008 * 1024;
+
 fs::FileSystem& fs_of(fuse_req_t req) { return *static_cast<fs::FileSystem*>(fuse_req_userdata(req)); }
 
 void reply_error(fuse_req_t req, const Error& e) { fuse_reply_err(req, fs::to_errno(e)); }
@@ -45,7 +51,7 @@ void on_init(void*, fuse_conn_info* conn) {
   conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;  // the ETag decides, via keep_cache
   conn->max_readahead = 1 << 20;
   conn->max_write = 1 << 20;
-  conn->max_read = 1 << 20;  // must equal the max_read mount option
+  conn->max_read = kMaxRead;  // must equal the max_read mount option
   spdlog::info("FUSE protocol {}.{}, max_readahead {}, splice {}", conn->proto_major,
                conn->proto_minor, conn->max_readahead,
                (conn->want & FUSE_CAP_SPLICE_WRITE) ? "on" : "off");
@@ -301,7 +307,7 @@ void tune_read_ahead(const std::string& mountpoint, unsigned kb) {
 
 Result<std::unique_ptr<FuseMount>> FuseMount::mount(fs::FileSystem& fs, const MountOptions& options) {
   std::vector<std::string> args = {"nacre", "-o", "fsname=" + options.fsname, "-o",
-                                   "subtype=nacre", "-o", "max_read=1048576", "-o",
+                                   "subtype=nacre", "-o", "max_read=" + std::to_string(kMaxRead), "-o",
                                    "default_permissions"};
   if (options.read_only) args.insert(args.end(), {"-o", "ro"});
   if (options.allow_other) args.insert(args.end(), {"-o", "allow_other"});
@@ -340,6 +346,9 @@ Status FuseMount::run() {
   tune_read_ahead(options_.mountpoint, options_.read_ahead_kb);
   fuse_loop_config* config = fuse_loop_cfg_create();
   fuse_loop_cfg_set_max_threads(config, static_cast<unsigned>(options_.max_threads));
+  // Keep the workers: by default libfuse lets idle ones exit, and async reads
+  // then create and destroy a thread for nearly every request.
+  fuse_loop_cfg_set_idle_threads(config, static_cast<unsigned>(options_.max_threads));
   fuse_loop_cfg_set_clone_fd(config, 0);
   int rc = fuse_session_loop_mt(session_, config);
   fuse_loop_cfg_destroy(config);
