@@ -44,6 +44,7 @@ struct MountCommand {
   std::string metrics_address;
   std::vector<std::string> o_options;
   double part_size_mib = 8;
+  std::string hydrate_min_size = "64M";
   int fetch_threads = 16;
   int fuse_threads = 16;
   std::string log_level = "info";
@@ -84,6 +85,7 @@ struct MountCommand {
         else if (key == "file-mode") file_mode = value;
         else if (key == "dir-mode") dir_mode = value;
         else if (key == "metrics-address") metrics_address = value;
+        else if (key == "hydrate-min-size") hydrate_min_size = value;
         else fuse_extra.push_back(opt);
       }
     }
@@ -107,6 +109,8 @@ struct MountCommand {
     if (!max_bytes) return report(max_bytes.error());
     auto min_free_bytes = parse_bytes(min_free);
     if (!min_free_bytes) return report(min_free_bytes.error());
+    auto hydrate = hydrate_min_size == "off" ? Result<uint64_t>(UINT64_MAX) : parse_bytes(hydrate_min_size);
+    if (!hydrate) return report(hydrate.error());
     struct stat st {};
     if (stat(mountpoint.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
       return report(Error{ErrorCode::kInvalidArgument,
@@ -143,6 +147,7 @@ struct MountCommand {
     options.metadata_ttl = *ttl;
     options.import = *policy;
     options.part_size = static_cast<uint64_t>(part_size_mib * (1 << 20));
+    options.hydrate_min_size = *hydrate;
     fuse::FuseMount* mount_ptr = nullptr;
     options.invalidate_data = [&mount_ptr](fs::Ino ino) {
       if (mount_ptr) mount_ptr->invalidate_data(ino);
@@ -231,6 +236,10 @@ void add_mount_command(CLI::App& app, int& exit_code) {
   cmd->add_option("-o", m->o_options, "comma-separated options as mount(8) passes them "
                                       "(Nacre's own, e.g. endpoint-url=..., or FUSE's)");
   cmd->add_option("--part-size", m->part_size_mib, "MiB per ranged GET")->check(CLI::Range(1.0, 1024.0));
+  cmd->add_option("--hydrate-min-size", m->hydrate_min_size,
+                  "read-only opens of files this large load the whole file in the background "
+                  "(for mmap loaders); 'off' to fetch only what is read")
+      ->capture_default_str();
   cmd->add_option("--fetch-threads", m->fetch_threads, "GETs in flight for the whole mount")
       ->check(CLI::Range(1, 256));
   cmd->add_option("--fuse-threads", m->fuse_threads, "threads serving kernel requests")

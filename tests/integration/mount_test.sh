@@ -511,6 +511,17 @@ check "mmap reads at random pages of a cold 20 MiB file (seed $seed)" tool mmapr
 check "whole-file cmp of the mmapped file" timeout 120 cmp "$B/mm20" "$src/mm20"
 check "unmount B" unmount "$B"
 
+# Random access with hydration off fetches only what is read (plus prefetch).
+check "mount -f H (--hydrate-min-size off)" mount_fg H "$p/data" "$work/cacheH" --hydrate-min-size off
+H="$work/H"
+check "a 1 MiB read in the middle of the 60 MiB file" \
+  bash -c "timeout 30 dd if='$H/rand60' of=/dev/null bs=1M skip=30 count=1 status=none"
+sleep 1
+fetched_h=$(metric "${mount_port[H]}" nacre_s3_bytes_fetched_total)
+check "with hydration off, far less than the 60 MiB file is fetched ($fetched_h bytes)" \
+  test "$fetched_h" -gt 0 -a "$fetched_h" -lt $((32 * MiB))
+check "unmount H" unmount "$H"
+
 # 8: a remount with the same cache reads without any GET.
 check "mount -f B2" mount_fg B2 "$p/data" "$work/cacheB"
 B2="$work/B2"
