@@ -28,6 +28,16 @@ std::string random_bytes(size_t n, unsigned seed) {
   return s;
 }
 
+// Options under which reads fetch exactly the 1 MiB blocks they touch: no
+// hydration, no prefetch beyond one block, one block per GET.
+FsOptions block_by_block() {
+  FsOptions o;
+  o.hydrate_min_size = 1ull << 40;
+  o.max_window = o.initial_window = 1 << 20;
+  o.part_size = 1 << 20;
+  return o;
+}
+
 class FileSystemTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -202,10 +212,7 @@ TEST_F(FileSystemTest, ConcurrentReadersOfAColdFileFetchItOnce) {
 TEST_F(FileSystemTest, RemoteOverwriteNeverMixesVersions) {
   std::string v1 = random_bytes(4 * 1048576, 1), v2 = random_bytes(4 * 1048576, 2);
   put("p/f", v1);
-  FsOptions o;
-  o.hydrate_min_size = 1ull << 40;
-  o.max_window = o.initial_window = 1 << 20;
-  auto& fs = mount(o);
+  auto& fs = mount(block_by_block());
   Ino ino = lookup_path(fs, "f");
   auto h = fs.open(ino, O_RDONLY);
   ASSERT_TRUE(h);
@@ -274,11 +281,7 @@ TEST_F(FileSystemTest, WritesAreRefusedWithErofs) {
 TEST_F(FileSystemTest, S3OutageGivesEioAfterRetriesWhileCachedDataIsServed) {
   std::string data = random_bytes(3 * 1048576, 5);
   put("p/f", data);
-  FsOptions o;
-  o.hydrate_min_size = 1ull << 40;
-  o.max_window = o.initial_window = 1 << 20;
-  o.part_size = 1 << 20;
-  auto& fs = mount(o);
+  auto& fs = mount(block_by_block());
   Ino ino = lookup_path(fs, "f");
   auto h = fs.open(ino, O_RDONLY);
   ASSERT_TRUE(fs.read(h->fh, 0, 1 << 20));
@@ -324,11 +327,7 @@ TEST_F(FileSystemTest, ASymlinkFirstSeenInAListingGetsANewInodeNotANewType) {
 
 TEST_F(FileSystemTest, ReadingADeletedVersionIsEioNotEnoent) {
   put("p/f", random_bytes(3 * 1048576, 4));
-  FsOptions o;
-  o.hydrate_min_size = 1ull << 40;
-  o.max_window = o.initial_window = 1 << 20;
-  o.part_size = 1 << 20;
-  auto& fs = mount(o);
+  auto& fs = mount(block_by_block());
   Ino ino = lookup_path(fs, "f");
   auto h = fs.open(ino, O_RDONLY);
   ASSERT_TRUE(fs.read(h->fh, 0, 4096));
