@@ -216,7 +216,15 @@ Status FileSystem::list_directory(Ino dir_ino) {
       continue;
     }
     Inode& file = *inodes_[existing->second];
-    if (file.type == S_IFDIR) continue;
+    if (file.type == S_IFDIR) {
+      // The prefix is gone and a plain object of that name remains: the name
+      // becomes a file, under a new inode (the kernel must never see an inode
+      // change type).
+      if (!options_.import.deleted && !first) continue;
+      Ino ino = child_ino(*dir, name, o.key, S_IFREG);
+      apply_object(*inodes_[ino], o, false);
+      continue;
+    }
     if (file.etag != o.etag && !file.etag.empty() && !options_.import.changed) {
       file.validated = SteadyClock::now();
       continue;

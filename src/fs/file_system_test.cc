@@ -338,6 +338,24 @@ TEST_F(FileSystemTest, ReadingADeletedVersionIsEioNotEnoent) {
   fs.release(h->fh);
 }
 
+TEST_F(FileSystemTest, ADirectoryReplacedByAFileBecomesAFileUnderANewInode) {
+  put("p/x/inner", "1");
+  FsOptions o;
+  o.metadata_ttl = 0ms;
+  auto& fs = mount(o);
+  auto before = fs.readdir(kRootIno);
+  ASSERT_TRUE(before);
+  ASSERT_EQ(before->size(), 1u);
+  EXPECT_EQ((*before)[0].type, static_cast<mode_t>(S_IFDIR));
+  ASSERT_TRUE(store_.delete_object("b", "p/x/inner"));
+  put("p/x", "now a file");
+  auto after = fs.readdir(kRootIno);
+  ASSERT_TRUE(after);
+  ASSERT_EQ(after->size(), 1u);
+  EXPECT_EQ((*after)[0].type, static_cast<mode_t>(S_IFREG));
+  EXPECT_NE((*after)[0].ino, (*before)[0].ino);
+}
+
 TEST(MountSource, Parses) {
   EXPECT_EQ(parse_mount_source("s3://b/models/mistral")->prefix, "models/mistral/");
   EXPECT_EQ(parse_mount_source("b")->prefix, "");
