@@ -32,15 +32,17 @@ class Collector : public prometheus::Collectable {
   std::vector<prometheus::MetricFamily> Collect() const override {
     using prometheus::MetricType;
     std::vector<prometheus::MetricFamily> out;
-    auto counter = [&](const char* name, const char* help, double v) {
-      auto f = family(name, help, MetricType::Counter);
+    // A family with one unlabelled value.
+    auto single = [&](MetricType type, const char* name, const char* help, double v) {
+      auto f = family(name, help, type);
       add(f, v);
       out.push_back(std::move(f));
     };
+    auto counter = [&](const char* name, const char* help, double v) {
+      single(MetricType::Counter, name, help, v);
+    };
     auto gauge = [&](const char* name, const char* help, double v) {
-      auto f = family(name, help, MetricType::Gauge);
-      add(f, v);
-      out.push_back(std::move(f));
+      single(MetricType::Gauge, name, help, v);
     };
     counter("nacre_s3_bytes_fetched_total", "Bytes received from S3 by the read path",
             static_cast<double>(metrics_.s3_bytes_fetched.load()));

@@ -3,7 +3,6 @@
 // layer stays free of HTTP.
 #pragma once
 
-#include <array>
 #include <atomic>
 #include <cstdint>
 #include <map>

@@ -65,6 +65,16 @@ static Status write_all(int fd, std::string_view data) {
   return {};
 }
 
+// A sink that writes consecutive chunks into `fd` from `offset` on.
+static DataSink sink_at(int fd, uint64_t offset, const TransferOptions& options) {
+  return [fd, pos = offset, &options](std::string_view c) mutable -> Status {
+    if (options.progress) options.progress(c.size());
+    Status w = write_all_at(fd, c, pos);
+    pos += c.size();
+    return w;
+  };
+}
+
 Result<ObjectInfo> download_to_fd(ObjectClient& client, const std::string& bucket,
                                   const std::string& key, int fd,
                                   const TransferOptions& options) {
@@ -81,14 +91,7 @@ Result<ObjectInfo> download_to_fd(ObjectClient& client, const std::string& bucke
   }
   // The first part's GET also tells the size and the ETag that pins the rest.
   uint64_t part = options.part_size;
-  GetObjectRequest first{bucket, key, 0, part, ""};
-  uint64_t first_pos = 0;
-  auto head = client.get_object(first, [&](std::string_view c) -> Status {
-    if (options.progress) options.progress(c.size());
-    Status w = write_all_at(fd, c, first_pos);
-    first_pos += c.size();
-    return w;
-  });
+  auto head = client.get_object({bucket, key, 0, part, ""}, sink_at(fd, 0, options));
   if (!head && head.error().code == ErrorCode::kInvalidRange) {
     // A zero-byte object has no byte 0.
     auto info = client.head_object(bucket, key);
@@ -105,13 +108,7 @@ Result<ObjectInfo> download_to_fd(ObjectClient& client, const std::string& bucke
   Status st2 = run_parallel(parts - 1, options.concurrency, [&](int i) -> Status {
     uint64_t off = (static_cast<uint64_t>(i) + 1) * part;
     uint64_t len = std::min(part, info.size - off);
-    uint64_t pos = off;
-    auto r = client.get_object({bucket, key, off, len, info.etag}, [&](std::string_view c) {
-      if (options.progress) options.progress(c.size());
-      Status w = write_all_at(fd, c, pos);
-      pos += c.size();
-      return w;
-    });
+    auto r = client.get_object({bucket, key, off, len, info.etag}, sink_at(fd, off, options));
     if (!r) return std::unexpected(r.error());
     if (r->bytes != len) {
       return fail(ErrorCode::kMalformedResponse, "GetObject s3://" + bucket + "/" + key +
