@@ -33,6 +33,7 @@
 #   ROUNDS=3                  rounds of tests 1-4
 #   NACRE_BENCH_S3FS=0, NACRE_BENCH_RCLONE=0   leave that tool out
 #   NACRE_S3_ENV=DIR/env      use an already running server (objects are removed after)
+#   NACRE_BENCH_BINARY=PATH   the nacre binary to measure (default build/nacre)
 # Run it holding the build lock, so nothing compiles meanwhile:
 #   flock /tmp/nacre-build.lock bash bench/mount_read.sh
 set -euo pipefail
@@ -65,7 +66,7 @@ log() { printf 'mount_read: [%3ds] %s\n' "$SECONDS" "$*" >&2; }
 
 bash scripts/deps.sh
 bash scripts/build.sh build >/dev/null
-nacre=$root/build/nacre
+nacre=${NACRE_BENCH_BINARY:-$root/build/nacre}  # another build to compare, e.g. the last release
 command -v s3fs >/dev/null || use_s3fs=0
 command -v rclone >/dev/null || use_rclone=0
 

@@ -52,7 +52,7 @@ done
 "$nacre" ls "s3://$NACRE_TEST_BUCKET/$prefix/"
 rm -rf "$work/src"
 bytes=$("$nacre" ls "s3://$NACRE_TEST_BUCKET/$prefix/" |
-  awk '$NF ~ /safetensors$/ {s += $3} END {print s}')
+  awk '$NF ~ /safetensors$/ {s += $3} END {printf "%.0f\n", s}')  # mawk prints big sums as 2.2e+09
 
 echo "== raw S3: one curl GET per shard, in sequence"
 start=$(date +%s.%N)

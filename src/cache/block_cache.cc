@@ -27,12 +27,23 @@ constexpr uint64_t kUnknownFree = UINT64_MAX;
 // A metadata file this large cannot be ours (it would describe a multi-petabyte object).
 constexpr uint64_t kMaxMetaFile = 1ull << 30;
 
-std::string index_key(std::string_view bucket, std::string_view key) {
+// Index keys sort the versions of one object together: bucket NUL key NUL etag.
+std::string key_prefix(std::string_view bucket, std::string_view key) {
   std::string k(bucket);
   k.push_back('\0');
   k += key;
+  k.push_back('\0');
   return k;
 }
+
+std::string index_key(const ObjectVersion& v) {
+  return key_prefix(v.bucket, v.key) + v.etag;
+}
+
+// The cache holds other tenants' weights and their key names: private to the
+// owner whatever the umask (files are created 0600, which a umask can only narrow).
+constexpr mode_t kDirMode = 0700;
+constexpr mode_t kFileMode = 0600;
 
 bool is_lower_hex(std::string_view s) {
   return std::all_of(s.begin(), s.end(),
@@ -125,10 +136,11 @@ Result<Loaded> load_entry(const std::string& root, const std::string& subdir,
 // crash leaves either a whole entry or an orphan data file.
 Status create_entry_files(const Entry& e, const ObjectVersion& v) {
   std::string dir = fs::path(e.meta_path).parent_path().string();
-  if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) return fail_errno("mkdir " + dir, errno);
+  if (::mkdir(dir.c_str(), kDirMode) != 0 && errno != EEXIST)
+    return fail_errno("mkdir " + dir, errno);
   // Unlink rather than truncate: a released entry's holder may still read the old inode.
   if (Status r = io::remove_file(e.data_path); !r) return r;
-  int data = ::open(e.data_path.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644);
+  int data = ::open(e.data_path.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, kFileMode);
   if (data < 0) return fail_errno("create " + e.data_path, errno);
   int err = ::ftruncate(data, static_cast<off_t>(v.size)) == 0 ? 0 : errno;
   ::close(data);
@@ -138,7 +150,7 @@ Status create_entry_files(const Entry& e, const ObjectVersion& v) {
   }
 
   std::string tmp = e.meta_path + ".tmp";
-  int meta = ::open(tmp.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0644);
+  int meta = ::open(tmp.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, kFileMode);
   if (meta < 0) {
     (void)io::remove_file(e.data_path);
     return fail_errno("create " + tmp, errno);
@@ -170,12 +182,24 @@ Result<std::unique_ptr<BlockCache>> BlockCache::open(CacheOptions options) {
   if (options.dir.empty()) return fail(ErrorCode::kInvalidArgument, "cache directory not set");
   if (options.block_size == 0) return fail(ErrorCode::kInvalidArgument, "cache block size is 0");
   const std::string root = root_dir(options);
-  std::error_code ec;
-  fs::create_directories(root, ec);
-  if (ec) return fail_errno("cannot create cache directory " + root, ec.value());
+  // Directories created here are 0700 (their names are bucket and prefix names);
+  // existing ones are the user's and keep their mode, except v1, which is ours and
+  // is narrowed if an earlier version made it wider.
+  fs::path partial;
+  for (const auto& part : fs::path(root)) {
+    partial /= part;
+    if (::mkdir(partial.c_str(), kDirMode) != 0 && errno != EEXIST) {
+      return fail_errno("cannot create cache directory " + partial.string(), errno);
+    }
+  }
+  struct stat root_st {};
+  if (::stat(root.c_str(), &root_st) != 0 || !S_ISDIR(root_st.st_mode)) {
+    return fail(ErrorCode::kIo, "cannot create cache directory " + root + ": not a directory");
+  }
+  if (::chmod(root.c_str(), kDirMode) != 0) return fail_errno("chmod " + root, errno);
 
   const std::string probe = root + "/.write-probe";
-  int fd = ::open(probe.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600);
+  int fd = ::open(probe.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, kFileMode);
   if (fd < 0) return fail_errno("cache directory " + root + " is not writable", errno);
   int err = ::write(fd, "x", 1) == 1 ? 0 : errno;
   ::close(fd);
@@ -183,7 +207,7 @@ Result<std::unique_ptr<BlockCache>> BlockCache::open(CacheOptions options) {
   if (err != 0) return fail_errno("cache directory " + root + " is not writable", err);
 
   const std::string lock_path = root + "/LOCK";
-  int lock_fd = ::open(lock_path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0644);
+  int lock_fd = ::open(lock_path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, kFileMode);
   if (lock_fd < 0) return fail_errno("open " + lock_path, errno);
   if (::flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
     err = errno;
@@ -210,6 +234,7 @@ Status BlockCache::load() {
     std::string subdir = sub->path().filename().string();
     std::error_code type_ec;
     if (subdir.size() != 2 || !is_lower_hex(subdir) || !sub->is_directory(type_ec)) continue;
+    (void)::chmod(sub->path().c_str(), kDirMode);
     std::error_code sub_ec;
     for (fs::directory_iterator f(sub->path(), sub_ec); !sub_ec && f != end; f.increment(sub_ec)) {
       files.emplace_back(subdir, f->path().filename().string());
@@ -230,6 +255,8 @@ Status BlockCache::load() {
       std::string stem = name.substr(0, name.size() - 5);
       auto entry = load_entry(root, subdir, stem, options_.block_size);
       if (entry) {
+        (void)::chmod(entry->entry->meta_path.c_str(), kFileMode);
+        (void)::chmod(entry->entry->data_path.c_str(), kFileMode);
         loaded.push_back(std::move(*entry));
       } else {
         remove_entry_files(base + name, base + stem + ".data");
@@ -241,10 +268,9 @@ Status BlockCache::load() {
             [](const Loaded& a, const Loaded& b) { return older(a.mtime, b.mtime); });
   std::lock_guard lk(mu_);
   for (auto& l : loaded) {
-    const ObjectVersion& v = l.entry->version;
-    std::string key = index_key(v.bucket, v.key);
-    // Two versions of one key (a crash while replacing): the later one, loaded later, wins.
-    if (auto old = index_.find(key); old != index_.end()) (void)drop_locked(old, false);
+    // Several versions of one key may be left (readers held an old one while a new one
+    // was cached); each is an entry of its own, and the LRU order decides what goes.
+    std::string key = index_key(l.entry->version);
     lru_.push_back(key);
     used_bytes_ += l.entry->charged_bytes;
     bad_blocks_ += l.truncated_blocks;
@@ -312,9 +338,16 @@ Status BlockCache::reserve(Entry& entry, uint64_t len) {
   bool fits = make_room_locked(len, /*budget=*/true, /*floor=*/true);
   std::lock_guard entry_lk(entry.mu);
   if (entry.dropped) {
-    return fail(ErrorCode::kNoSuchKey, "cache entry for " + entry.version.key + " was released");
+    return fail(ErrorCode::kReleased, "cache entry for " + entry.version.key + " was released");
   }
-  if (!fits) over_budget_writes_.fetch_add(1, std::memory_order_relaxed);
+  if (!fits) {
+    // The bounds are hard: a held model larger than the cache must not fill the disk.
+    refused_writes_.fetch_add(1, std::memory_order_relaxed);
+    return fail(ErrorCode::kCacheFull, "the cache is full of data in use (--cache-size " +
+                                           std::to_string(options_.max_bytes >> 20) +
+                                           " MiB, --cache-min-free " +
+                                           std::to_string(options_.min_free_bytes >> 20) + " MiB)");
+  }
   entry.charged_bytes += len;
   used_bytes_ += len;
   return {};
@@ -336,16 +369,17 @@ Result<std::shared_ptr<CachedObject>> BlockCache::open_files(Slot& slot) {
   return object;
 }
 
-Result<std::shared_ptr<CachedObject>> BlockCache::open_object(const ObjectVersion& v) {
+Result<std::shared_ptr<CachedObject>> BlockCache::open_object(const ObjectVersion& v,
+                                                              bool supersede) {
   if (v.bucket.empty() || v.key.empty() || v.etag.empty()) {
     return fail(ErrorCode::kInvalidArgument, "cache needs a bucket, a key and an ETag");
   }
-  const std::string key = index_key(v.bucket, v.key);
+  const std::string key = index_key(v);
   std::lock_guard lk(mu_);
   if (auto it = index_.find(key); it != index_.end()) {
     Slot& slot = it->second;
     const Entry& e = *slot.entry;
-    if (e.version.etag == v.etag && e.version.size == v.size) {
+    if (e.version.size == v.size) {
       lru_.splice(lru_.end(), lru_, slot.lru_pos);
       // The mtime carries the LRU order across restarts; losing it only costs accuracy.
       (void)::utimensat(AT_FDCWD, e.meta_path.c_str(), nullptr, 0);
@@ -355,6 +389,15 @@ Result<std::shared_ptr<CachedObject>> BlockCache::open_object(const ObjectVersio
       // Files removed behind our back: forget the entry and start a new one.
     }
     if (Status r = drop_locked(it, false); !r) return std::unexpected(r.error());
+  }
+  // Other versions of the object are superseded: those nobody holds go now; held ones
+  // stay readable by their holders (versions coexist) until released and evicted.
+  const std::string prefix = key_prefix(v.bucket, v.key);
+  for (auto it = index_.lower_bound(prefix);
+       supersede && it != index_.end() && it->first.starts_with(prefix);) {
+    auto next = std::next(it);
+    if (it->second.live.expired()) (void)drop_locked(it, false);
+    it = next;
   }
 
   make_room_locked(format::meta_size(v, options_.block_size), /*budget=*/false, /*floor=*/true);
@@ -382,17 +425,22 @@ Result<std::shared_ptr<CachedObject>> BlockCache::open_object(const ObjectVersio
 
 Status BlockCache::release(const std::string& bucket, const std::string& key) {
   std::lock_guard lk(mu_);
-  auto it = index_.find(index_key(bucket, key));
-  if (it == index_.end()) return {};
-  return drop_locked(it, false);
+  const std::string prefix = key_prefix(bucket, key);
+  Status result = {};
+  for (auto it = index_.lower_bound(prefix); it != index_.end() && it->first.starts_with(prefix);) {
+    auto next = std::next(it);
+    if (Status r = drop_locked(it, false); !r && result) result = r;
+    it = next;
+  }
+  return result;
 }
 
 uint64_t BlockCache::cached_bytes(const ObjectVersion& v) {
   std::lock_guard lk(mu_);
-  auto it = index_.find(index_key(v.bucket, v.key));
+  auto it = index_.find(index_key(v));
   if (it == index_.end()) return 0;
   Entry& e = *it->second.entry;
-  if (e.version.etag != v.etag || e.version.size != v.size) return 0;
+  if (e.version.size != v.size) return 0;
   std::lock_guard entry_lk(e.mu);
   return e.present_bytes;
 }
@@ -408,7 +456,7 @@ CacheStats BlockCache::stats() const {
   s.misses = misses_.load(std::memory_order_relaxed);
   s.evictions = evictions_.load(std::memory_order_relaxed);
   s.bad_blocks = bad_blocks_.load(std::memory_order_relaxed);
-  s.over_budget_writes = over_budget_writes_.load(std::memory_order_relaxed);
+  s.refused_writes = refused_writes_.load(std::memory_order_relaxed);
   return s;
 }
 

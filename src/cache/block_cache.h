@@ -7,13 +7,23 @@
 // left and the first has_block() of such a block reads it back and checks its
 // CRC-32C. A block that fails any check is a miss, never wrong bytes.
 //
+// Versions: each (bucket, key, ETag) is an entry of its own. Opening a new version
+// drops the unheld older versions of the key at once; versions still held (an open
+// handle reading the old version during a rolling update) stay until unheld and
+// evicted, so readers of either version never lose their data to the other.
+//
 // Size: data bytes (the sum of present blocks) are bounded by max_bytes, and
 // min_free_bytes are kept free on the cache's file system, by evicting whole
 // entries in least-recently-used order (LRU = last open_object; it survives a
 // restart through the metadata file's mtime). Entries held by a caller (a
-// CachedObject shared_ptr alive outside the cache) are never evicted; when
-// nothing else can go, writes still proceed over budget (counted in
-// CacheStats::over_budget_writes) until the disk itself is full (kNoSpace).
+// CachedObject shared_ptr alive outside the cache) are never evicted. The bounds
+// are hard: when nothing evictable is left, write_block refuses the block
+// (kCacheFull, counted in CacheStats::refused_writes) and the caller serves those
+// bytes without caching them.
+//
+// Files are private (files 0600, and every directory the cache creates 0700,
+// whatever the umask): the cache holds other tenants' data and key names. A
+// directory that already exists (the user's --cache-dir) keeps its mode.
 //
 // One process per cache directory: open() takes an exclusive flock on
 // dir/v1/LOCK. The cache knows nothing of S3, FUSE or Kubernetes.
@@ -28,6 +38,7 @@
 #include <cstdint>
 #include <functional>
 #include <list>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -64,10 +75,13 @@ struct CacheStats {
   uint64_t misses = 0;      // has_block() answers false
   uint64_t evictions = 0;   // entries removed to make room (not release() or a new ETag)
   uint64_t bad_blocks = 0;  // blocks dropped because their bytes failed the CRC-32C check
-  // Blocks stored although nothing evictable was left to stay within max_bytes or above
-  // min_free_bytes (every other entry was held). Non-zero means the cache is over budget.
-  uint64_t over_budget_writes = 0;
+  // Blocks not stored because nothing evictable was left to stay within max_bytes and
+  // above min_free_bytes (every other entry was held): those bytes were served uncached.
+  uint64_t refused_writes = 0;
 };
+
+// What is known of a block without reading it.
+enum class BlockPresence { kAbsent, kUnverified, kVerified };
 
 class BlockCache;
 namespace detail {
@@ -95,6 +109,11 @@ class CachedObject {
   // O(1). Counts a hit or a miss. False for i >= block_count() and once released().
   bool has_block(uint64_t i);
 
+  // kVerified / kUnverified (present from an earlier process, CRC not checked yet) /
+  // kAbsent, with no I/O and no hit or miss counted: lets a caller decide cheaply,
+  // under its own lock, which blocks need work, and verify them elsewhere.
+  BlockPresence presence(uint64_t i) const;
+
   // Stores a whole block (exactly block_length(i) bytes) and records its CRC-32C and
   // presence: the data is written first, then the metadata record, and a block from an
   // earlier process is served only after its CRC-32C matched, so a crash can lose a block
@@ -102,9 +121,10 @@ class CachedObject {
   // On success has_block(i) is true (until release) and data_fd() holds the bytes.
   // A block already present is not written again (success). Concurrent writers of the
   // same block: one writes, the others wait for it and then share its outcome or retry.
-  // Errors: kInvalidArgument (index out of range or wrong length), kNoSpace (the disk is
-  // full and nothing can be evicted), kNoSuchKey (the entry was released or replaced by a
-  // newer ETag; the caller should serve its bytes from memory), kIo (other disk errors).
+  // Errors: kInvalidArgument (index out of range or wrong length), kCacheFull (max_bytes or
+  // min_free_bytes cannot be kept: every other entry is held), kNoSpace (the disk is full
+  // and nothing can be evicted), kReleased (the entry was released or evicted; the caller
+  // should serve its bytes from memory), kIo (other disk errors).
   [[nodiscard]] Status write_block(uint64_t i, std::string_view data);
 
   // The sparse data file opened O_RDONLY, for zero-copy replies (splice): block i lives
@@ -114,7 +134,7 @@ class CachedObject {
 
   // Copies [offset, offset + len) into out. Every block touched must be present and
   // verified (checked as has_block does, without counting hits or misses).
-  // Errors: kInvalidRange (past the end of the object), kNoSuchKey (a block touched is
+  // Errors: kInvalidRange (past the end of the object), kNotCached (a block touched is
   // not cached, or the entry was released), kIo.
   [[nodiscard]] Status read(uint64_t offset, size_t len, char* out);
 
@@ -122,8 +142,8 @@ class CachedObject {
   // 0 once released().
   uint64_t cached_bytes() const;
 
-  // True once release() or a newer ETag dropped this entry's files. A holder should
-  // then open_object() again to cache anew.
+  // True once release() dropped this entry's files. A holder should then open_object()
+  // again to cache anew.
   bool released() const;
 
  private:
@@ -161,14 +181,18 @@ class BlockCache {
   BlockCache& operator=(const BlockCache&) = delete;
 
   // The entry for this version (same bucket, key, ETag and size), created empty if absent.
-  // An entry for the same bucket/key with another ETag or size is deleted first (the
-  // object changed). Marks the entry most recently used, in memory and on disk.
+  // With `supersede` (the caller knows `v` is the object's current version), unheld
+  // entries for the same bucket/key with another ETag are deleted (the object changed);
+  // held ones stay for their holders. Without it (an old version's reader caching
+  // anew), other versions are left alone. Marks the entry most recently used, in
+  // memory and on disk.
   // Errors: kInvalidArgument (empty bucket, key or etag), kIo / kNoSpace creating files.
-  [[nodiscard]] Result<std::shared_ptr<CachedObject>> open_object(const ObjectVersion& v);
+  [[nodiscard]] Result<std::shared_ptr<CachedObject>> open_object(const ObjectVersion& v,
+                                                                  bool supersede = true);
 
-  // Drops every cached version of bucket/key (for `nacre release`); success when there is
-  // none. Safe while a CachedObject is held: it then answers released(), has_block() is
-  // false, and its data_fd() stays valid (the files are unlinked, not truncated).
+  // Drops every cached version of bucket/key (for `nacre release`), held or not; success
+  // when there is none. Safe while a CachedObject is held: it then answers released(), has_block()
+  // is false, and its data_fd() stays valid (the files are unlinked, not truncated).
   [[nodiscard]] Status release(const std::string& bucket, const std::string& key);
 
   // Bytes cached for this exact version, without creating an entry; 0 when absent.
@@ -185,7 +209,8 @@ class BlockCache {
     std::weak_ptr<CachedObject> live;  // the CachedObject handed out, while one is held
     std::list<std::string>::iterator lru_pos;
   };
-  using Index = std::unordered_map<std::string, Slot>;  // by bucket '\0' key
+  // By bucket NUL key NUL etag: ordered, so the versions of one key are neighbours.
+  using Index = std::map<std::string, Slot>;
 
   BlockCache(CacheOptions options, int lock_fd);
 
@@ -219,7 +244,7 @@ class BlockCache {
   std::atomic<uint64_t> misses_{0};
   std::atomic<uint64_t> evictions_{0};
   std::atomic<uint64_t> bad_blocks_{0};
-  std::atomic<uint64_t> over_budget_writes_{0};
+  std::atomic<uint64_t> refused_writes_{0};
 };
 
 }  // namespace nacre::cache

@@ -98,7 +98,10 @@ TEST(BlockCacheConcurrency, EvictionReleaseAndNewEtagsNeverServeWrongBytes) {
     threads.emplace_back([&, t] {
       std::mt19937 rng(seed + t);
       for (int step = 0; step < 400; ++step) {
-        const std::string key = "k" + std::to_string(rng() % 10);
+        // Not "k" + std::to_string(...): g++ 12 at -O3 raises a false -Werror=restrict
+        // inside that operator+ (GCC bugs 105329, 105651).
+        std::string key = "k";
+        key += std::to_string(rng() % 10);
         if (rng() % 25 == 0) {
           if (!cache->release("bucket", key)) ++unexpected_errors;
           continue;
@@ -115,7 +118,12 @@ TEST(BlockCacheConcurrency, EvictionReleaseAndNewEtagsNeverServeWrongBytes) {
           uint64_t i = rng() % obj.block_count();
           std::string expected = block_bytes(content_key, i, kBlock);
           auto w = obj.write_block(i, expected);
-          if (!w && w.error().code != ErrorCode::kNoSuchKey) ++unexpected_errors;
+          // Released under us, or refused because every other entry is held: both
+          // leave the block absent, which the check below accepts.
+          if (!w && w.error().code != ErrorCode::kReleased &&
+              w.error().code != ErrorCode::kCacheFull) {
+            ++unexpected_errors;
+          }
           std::string out(kBlock, '\0');
           if (obj.has_block(i) && obj.read(i * kBlock, kBlock, out.data()) && out != expected) {
             ++wrong;

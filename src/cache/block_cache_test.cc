@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -76,7 +77,7 @@ TEST(BlockCache, WritesReadBackByteExact) {
   EXPECT_EQ(cache->stats().misses, 3u);
 }
 
-TEST(BlockCache, ReadOfMissingBlockIsNoSuchKey) {
+TEST(BlockCache, ReadOfMissingBlockIsNotCached) {
   TempDir dir;
   auto cache = open_cache(options(dir.path()));
   auto o = *cache->open_object(version("a", 2 * 4096));
@@ -84,7 +85,7 @@ TEST(BlockCache, ReadOfMissingBlockIsNoSuchKey) {
   std::string out(8192, '\0');
   auto r = o->read(100, 5000, out.data());  // spans blocks 0 and 1
   ASSERT_FALSE(r.has_value());
-  EXPECT_EQ(r.error().code, ErrorCode::kNoSuchKey);
+  EXPECT_EQ(r.error().code, ErrorCode::kNotCached);
   EXPECT_EQ(o->read(8000, 500, out.data()).error().code, ErrorCode::kInvalidRange);
   EXPECT_TRUE(o->read(100, 3000, out.data()).has_value());
 }
@@ -152,7 +153,7 @@ TEST(BlockCache, CorruptDataByteIsMissAfterRestart) {
   EXPECT_EQ(cache->stats().bad_blocks, 1u);
   EXPECT_EQ(cache->stats().used_bytes, 3u * 4096);
   std::string out(4096, '\0');
-  EXPECT_EQ(o->read(2 * 4096, 4096, out.data()).error().code, ErrorCode::kNoSuchKey);
+  EXPECT_EQ(o->read(2 * 4096, 4096, out.data()).error().code, ErrorCode::kNotCached);
   // The block can be filled again, and the fix survives the next restart.
   ASSERT_TRUE(o->write_block(2, block_bytes("a", 2, 4096)).has_value());
   o.reset();
@@ -232,22 +233,90 @@ TEST(BlockCache, ForeignFilesAndOtherBlockSizeAreDiscarded) {
   EXPECT_FALSE(exists(sub + "x.meta.tmp"));
 }
 
-TEST(BlockCache, NewEtagDropsOldVersion) {
+TEST(BlockCache, NewEtagDropsUnheldOldVersion) {
   TempDir dir;
   auto cache = open_cache(options(dir.path()));
   const ObjectVersion v1 = version("a", 8192, "etag-1"), v2 = version("a", 4096, "etag-2");
-  auto old = *cache->open_object(v1);
-  fill(*old);
+  fill(**cache->open_object(v1));
   auto fresh = *cache->open_object(v2);
   EXPECT_FALSE(exists(entry_path(dir.path(), v1, ".data")));
   EXPECT_FALSE(exists(entry_path(dir.path(), v1, ".meta")));
-  EXPECT_TRUE(old->released());
-  EXPECT_FALSE(old->has_block(0));
-  EXPECT_EQ(old->write_block(0, block_bytes("a", 0, 4096)).error().code, ErrorCode::kNoSuchKey);
   EXPECT_EQ(cache->cached_bytes(v1), 0u);
   EXPECT_EQ(cache->stats().entries, 1u);
   EXPECT_EQ(cache->stats().used_bytes, 0u);
   EXPECT_FALSE(fresh->has_block(0));
+}
+
+// Regression: opening a new version deleted the old version's entry while a reader held
+// it, and the old reader's next fill then deleted the new one (a rolling model update
+// turned into EIO and cache thrash). Versions now coexist while held.
+TEST(BlockCache, HeldVersionsOfOneKeyCoexist) {
+  TempDir dir;
+  auto cache = open_cache(options(dir.path()));
+  const ObjectVersion v1 = version("a", 8192, "etag-1"), v2 = version("a", 8192, "etag-2");
+  auto old = *cache->open_object(v1);
+  ASSERT_TRUE(old->write_block(0, block_bytes("v1", 0, 4096)).has_value());
+  auto fresh = *cache->open_object(v2);
+  ASSERT_TRUE(fresh->write_block(0, block_bytes("v2", 0, 4096)).has_value());
+  // The old holder goes on filling and reading its version...
+  EXPECT_FALSE(old->released());
+  ASSERT_TRUE(old->write_block(1, block_bytes("v1", 1, 4096)).has_value());
+  std::string out(4096, '\0');
+  ASSERT_TRUE(old->read(0, 4096, out.data()).has_value());
+  EXPECT_EQ(out, block_bytes("v1", 0, 4096));
+  // ...and the new version is untouched by it.
+  ASSERT_TRUE(cache->open_object(v2).value()->read(0, 4096, out.data()).has_value());
+  EXPECT_EQ(out, block_bytes("v2", 0, 4096));
+  EXPECT_EQ(cache->stats().entries, 2u);
+  EXPECT_EQ(cache->cached_bytes(v1), 8192u);
+  EXPECT_EQ(cache->cached_bytes(v2), 4096u);
+  // Unheld, the old version is evictable like any other entry; a release drops both.
+  old.reset();
+  ASSERT_TRUE(cache->release("bucket", "a").has_value());
+  EXPECT_EQ(cache->stats().entries, 0u);
+  EXPECT_TRUE(fresh->released());
+}
+
+// Both versions survive a restart as entries of their own.
+TEST(BlockCache, TwoVersionsSurviveRestart) {
+  TempDir dir;
+  const ObjectVersion v1 = version("a", 4096, "etag-1"), v2 = version("a", 4096, "etag-2");
+  {
+    auto cache = open_cache(options(dir.path()));
+    auto old = *cache->open_object(v1);
+    fill(*old);
+    fill(**cache->open_object(v2));
+  }
+  auto cache = open_cache(options(dir.path()));
+  EXPECT_EQ(cache->cached_bytes(v1), 4096u);
+  EXPECT_EQ(cache->cached_bytes(v2), 4096u);
+}
+
+TEST(BlockCache, FilesArePrivateWhateverTheUmask) {
+  TempDir dir;
+  ::mkdir((dir.path() + "/shared").c_str(), 0755);  // the user's: kept as it is
+  mode_t old_umask = ::umask(0);
+  auto cache = open_cache(options(dir.path() + "/c"));
+  auto in_shared = open_cache(options(dir.path() + "/shared/tenant/model"));
+  auto o = *cache->open_object(version("a", 4096));
+  fill(*o);
+  ::umask(old_umask);
+  auto mode_of = [](const std::string& p) {
+    struct stat st {};
+    EXPECT_EQ(::stat(p.c_str(), &st), 0) << p;
+    return st.st_mode & 07777;
+  };
+  EXPECT_EQ(mode_of(dir.path() + "/c"), 0700u);
+  EXPECT_EQ(mode_of(dir.path() + "/c/v1"), 0700u);
+  const std::string data = entry_path(dir.path() + "/c", version("a", 4096), ".data");
+  EXPECT_EQ(mode_of(data.substr(0, data.rfind('/'))), 0700u);
+  EXPECT_EQ(mode_of(data), 0600u);
+  EXPECT_EQ(mode_of(entry_path(dir.path() + "/c", version("a", 4096), ".meta")), 0600u);
+  // Directories the cache creates are private (bucket and prefix names); one that
+  // existed before is left as the user made it.
+  EXPECT_EQ(mode_of(dir.path() + "/shared"), 0755u);
+  EXPECT_EQ(mode_of(dir.path() + "/shared/tenant"), 0700u);
+  EXPECT_EQ(mode_of(dir.path() + "/shared/tenant/model"), 0700u);
 }
 
 TEST(BlockCache, ReleaseDropsDataButHolderKeepsItsFd) {

@@ -13,8 +13,8 @@ using detail::BlockState;
 namespace {
 
 std::unexpected<Error> released_error(const ObjectVersion& v) {
-  return fail(ErrorCode::kNoSuchKey, "cache entry for s3://" + v.bucket + "/" + v.key + " (ETag " +
-                                         v.etag + ") was released or replaced");
+  return fail(ErrorCode::kReleased, "cache entry for s3://" + v.bucket + "/" + v.key + " (ETag " +
+                                        v.etag + ") was released or replaced");
 }
 
 }  // namespace
@@ -62,6 +62,20 @@ uint64_t CachedObject::cached_bytes() const {
 bool CachedObject::released() const {
   std::lock_guard lk(entry_->mu);
   return entry_->dropped;
+}
+
+BlockPresence CachedObject::presence(uint64_t i) const {
+  if (i >= entry_->block_count) return BlockPresence::kAbsent;
+  std::lock_guard lk(entry_->mu);
+  if (entry_->dropped) return BlockPresence::kAbsent;
+  switch (entry_->state[i]) {
+    case BlockState::kVerified:
+      return BlockPresence::kVerified;
+    case BlockState::kUnverified:
+      return BlockPresence::kUnverified;
+    default:
+      return BlockPresence::kAbsent;
+  }
 }
 
 bool CachedObject::has_block(uint64_t i) {
@@ -193,7 +207,7 @@ Status CachedObject::read(uint64_t offset, size_t len, char* out) {
   if (len == 0) return {};
   for (uint64_t b = offset / e.block_size; b <= (offset + len - 1) / e.block_size; ++b) {
     if (!check_block(b)) {
-      return fail(ErrorCode::kNoSuchKey, "block " + std::to_string(b) + " of s3://" +
+      return fail(ErrorCode::kNotCached, "block " + std::to_string(b) + " of s3://" +
                                              e.version.bucket + "/" + e.version.key +
                                              " is not cached");
     }

@@ -1,6 +1,7 @@
 #include "cli/cache_commands.h"
 
 #include <fcntl.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -12,6 +13,8 @@
 #include <mutex>
 #include <thread>
 #include <vector>
+
+#include "fuse/control_ioctl.h"
 
 namespace nacre::cli {
 
@@ -77,7 +80,8 @@ int preload(const std::vector<std::string>& paths, int threads) {
       int fd = open(files[i].path.c_str(), O_RDONLY | O_CLOEXEC);
       if (fd < 0) {
         std::lock_guard lock(err_mu);
-        std::fprintf(stderr, "\nnacre preload: error: %s: %s\n", files[i].path.c_str(), strerror(errno));
+        std::fprintf(stderr, "\nnacre preload: error: %s: %s\n", files[i].path.c_str(),
+                     strerror(errno));
         failed = true;
         return;
       }
@@ -107,7 +111,8 @@ int preload(const std::vector<std::string>& paths, int threads) {
     double rate = secs > 0 ? d / secs : 0;
     double eta = rate > 0 ? (total - std::min(d, total)) / rate : 0;
     int width = 30;
-    int filled = total ? static_cast<int>(width * std::min(1.0, static_cast<double>(d) / total)) : width;
+    int filled =
+        total ? static_cast<int>(width * std::min(1.0, static_cast<double>(d) / total)) : width;
     std::fprintf(stderr, "%s[%s%s] %s / %s  %s/s  ETA %.0fs%s", tty ? "\r" : "",
                  std::string(filled, '#').c_str(), std::string(width - filled, '.').c_str(),
                  human(d).c_str(), human(total).c_str(), human(rate).c_str(), eta, tty ? "" : "\n");
@@ -129,15 +134,15 @@ int status(const std::vector<std::string>& paths) {
     char value[64] = {0};
     ssize_t n = getxattr(f.path.c_str(), "user.nacre.cached_bytes", value, sizeof value - 1);
     if (n < 0) {
-      std::fprintf(stderr, "nacre status: error: %s: %s (is it on a Nacre mount?)\n", f.path.c_str(),
-                   strerror(errno));
+      std::fprintf(stderr, "nacre status: error: %s: %s (is it on a Nacre mount?)\n",
+                   f.path.c_str(), strerror(errno));
       return 1;
     }
     uint64_t cached = std::strtoull(value, nullptr, 10);
     const char* state = cached == 0 ? "released" : cached >= f.size ? "cached" : "partial";
-    std::printf("%-8s %12llu / %12llu  %5.1f%%  %s\n", state, static_cast<unsigned long long>(cached),
-                static_cast<unsigned long long>(f.size), f.size ? 100.0 * cached / f.size : 100.0,
-                f.path.c_str());
+    std::printf("%-8s %12llu / %12llu  %5.1f%%  %s\n", state,
+                static_cast<unsigned long long>(cached), static_cast<unsigned long long>(f.size),
+                f.size ? 100.0 * cached / f.size : 100.0, f.path.c_str());
     total += f.size;
     cached_total += cached;
   }
@@ -146,15 +151,33 @@ int status(const std::vector<std::string>& paths) {
   return 0;
 }
 
+// Through an ioctl on the file's directory (fuse/control_ioctl.h), which read-only
+// mounts allow; opening the directory fetches no data.
+bool release_one(const std::string& path) {
+  std::filesystem::path p(path);
+  std::string dir = p.has_parent_path() ? p.parent_path().string() : ".";
+  std::string name = p.filename().string();
+  fuse::ReleaseRequest req{};
+  if (name.size() >= sizeof req.name) {
+    std::fprintf(stderr, "nacre release: error: %s: name too long\n", path.c_str());
+    return false;
+  }
+  std::memcpy(req.name, name.data(), name.size());
+  int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  int err = 0;
+  if (fd < 0 || ioctl(fd, fuse::kReleaseIoctl, &req) != 0) err = errno;
+  if (fd >= 0) close(fd);
+  if (err == 0) return true;
+  std::fprintf(stderr, "nacre release: error: %s: %s%s\n", path.c_str(), strerror(err),
+               err == ENOTTY ? " (is it on a Nacre mount?)" : "");
+  return false;
+}
+
 int release(const std::vector<std::string>& paths) {
   std::vector<FileItem> files;
   if (!collect(paths, files)) return 1;
   for (auto& f : files) {
-    if (setxattr(f.path.c_str(), "user.nacre.release", "1", 1, 0) != 0) {
-      std::fprintf(stderr, "nacre release: error: %s: %s (is it on a Nacre mount?)\n", f.path.c_str(),
-                   strerror(errno));
-      return 1;
-    }
+    if (!release_one(f.path)) return 1;
   }
   std::printf("released %zu files\n", files.size());
   return 0;
@@ -166,7 +189,8 @@ void add_cache_commands(CLI::App& app, int& exit_code) {
   auto paths = std::make_shared<std::vector<std::string>>();
   auto threads = std::make_shared<int>(4);
   CLI::App* pre = app.add_subcommand(
-      "preload", "Load files (or whole directories) of a Nacre mount into the node cache, with progress");
+      "preload",
+      "Load files (or whole directories) of a Nacre mount into the node cache, with progress");
   pre->add_option("paths", *paths, "files or directories inside a Nacre mount")->required();
   pre->add_option("--threads", *threads, "files loaded at once")->check(CLI::Range(1, 64));
   pre->callback([paths, threads, &exit_code] { exit_code = preload(*paths, *threads); });

@@ -1,8 +1,16 @@
 #include "cli/metrics_exporter.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <prometheus/collectable.h>
 #include <prometheus/exposer.h>
 #include <prometheus/metric_family.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
 
 namespace nacre::cli {
 
@@ -17,11 +25,14 @@ prometheus::MetricFamily family(const std::string& name, const std::string& help
   return f;
 }
 
-void add(prometheus::MetricFamily& f, double value, std::vector<prometheus::ClientMetric::Label> labels = {}) {
+void add(prometheus::MetricFamily& f, double value,
+         std::vector<prometheus::ClientMetric::Label> labels = {}) {
   prometheus::ClientMetric m;
   m.label = std::move(labels);
-  if (f.type == prometheus::MetricType::Gauge) m.gauge.value = value;
-  else m.counter.value = value;
+  if (f.type == prometheus::MetricType::Gauge)
+    m.gauge.value = value;
+  else
+    m.counter.value = value;
   f.metric.push_back(std::move(m));
 }
 
@@ -61,19 +72,32 @@ class Collector : public prometheus::Collectable {
     auto stats = cache_.stats();
     gauge("nacre_cache_used_bytes", "Bytes of object data in the node cache",
           static_cast<double>(stats.used_bytes));
-    gauge("nacre_cache_entries", "Object versions in the node cache", static_cast<double>(stats.entries));
+    gauge("nacre_cache_entries", "Object versions in the node cache",
+          static_cast<double>(stats.entries));
     counter("nacre_cache_evictions_total", "Object versions evicted to make room",
             static_cast<double>(stats.evictions));
     counter("nacre_cache_bad_blocks_total", "Cached blocks that failed their checksum",
             static_cast<double>(stats.bad_blocks));
-    auto requests = family("nacre_s3_requests_total", "S3 requests by operation", MetricType::Counter);
-    for (const auto& [op, n] : metrics_.requests()) add(requests, static_cast<double>(n), {{"operation", op}});
+    counter(
+        "nacre_cache_refused_blocks_total",
+        "Blocks not cached because --cache-size or --cache-min-free was reached with data in use",
+        static_cast<double>(stats.refused_writes));
+    counter("nacre_uncached_read_bytes_total",
+            "Bytes read straight from S3 because the cache would not take them",
+            static_cast<double>(metrics_.uncached_read_bytes.load()));
+    counter("nacre_refused_symlinks_total", "Symlinks refused by --contain-symlinks",
+            static_cast<double>(metrics_.refused_symlinks.load()));
+    auto requests =
+        family("nacre_s3_requests_total", "S3 requests by operation", MetricType::Counter);
+    for (const auto& [op, n] : metrics_.requests())
+      add(requests, static_cast<double>(n), {{"operation", op}});
     out.push_back(std::move(requests));
     auto errors = family("nacre_s3_errors_total", "Failed S3 requests by operation and error",
                          MetricType::Counter);
     for (const auto& [key, n] : metrics_.errors()) {
       size_t sep = key.find('\x1f');
-      add(errors, static_cast<double>(n), {{"operation", key.substr(0, sep)}, {"error", key.substr(sep + 1)}});
+      add(errors, static_cast<double>(n),
+          {{"operation", key.substr(0, sep)}, {"error", key.substr(sep + 1)}});
     }
     out.push_back(std::move(errors));
     return out;
@@ -83,6 +107,26 @@ class Collector : public prometheus::Collectable {
   fs::Metrics& metrics_;
   cache::BlockCache& cache_;
 };
+
+// civetweb only says "null context ... possible problem binding to port": find
+// the real reason by binding the address ourselves (IPv4 HOST:PORT).
+std::string bind_failure(const std::string& address, const std::string& fallback) {
+  size_t colon = address.rfind(':');
+  if (colon == std::string::npos) return fallback;
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  int port = std::atoi(address.c_str() + colon + 1);
+  std::string host = address.substr(0, colon);
+  if (port <= 0 || port > 65535 || inet_pton(AF_INET, host.c_str(), &sa.sin_addr) != 1) {
+    return fallback;
+  }
+  sa.sin_port = htons(static_cast<uint16_t>(port));
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return fallback;
+  int err = ::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0 ? 0 : errno;
+  ::close(fd);
+  return err == 0 ? fallback : std::strerror(err);
+}
 
 }  // namespace
 
@@ -100,7 +144,8 @@ Result<std::unique_ptr<MetricsExporter>> MetricsExporter::start(const std::strin
     // prometheus-cpp reports a busy port by throwing; nothing else here does.
     out->impl_->exposer = std::make_unique<prometheus::Exposer>(address);
   } catch (const std::exception& e) {
-    return fail(ErrorCode::kInvalidArgument, "cannot serve metrics on " + address + ": " + e.what());
+    return fail(ErrorCode::kInvalidArgument,
+                "cannot serve metrics on " + address + ": " + bind_failure(address, e.what()));
   }
   out->impl_->collector = std::make_shared<Collector>(metrics, cache);
   out->impl_->exposer->RegisterCollectable(out->impl_->collector);

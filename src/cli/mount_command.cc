@@ -9,6 +9,7 @@
 #include <memory>
 
 #include "cache/block_cache.h"
+#include "cli/daemon.h"
 #include "cli/metrics_exporter.h"
 #include "cli/s3_options.h"
 #include "cli/size_parse.h"
@@ -40,6 +41,8 @@ struct MountCommand {
   std::string file_mode = "0644";
   std::string dir_mode = "0755";
   bool allow_other = false;
+  bool allow_suid = false;
+  bool contain_symlinks = false;
   bool foreground = false;
   std::string metrics_address;
   std::vector<std::string> o_options;
@@ -57,36 +60,60 @@ struct MountCommand {
       size_t pos = 0;
       while (pos <= group.size()) {
         size_t comma = group.find(',', pos);
-        std::string opt = group.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+        std::string opt =
+            group.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
         pos = comma == std::string::npos ? group.size() + 1 : comma + 1;
         if (opt.empty()) continue;
         size_t eq = opt.find('=');
-        std::string key = opt.substr(0, eq), value = eq == std::string::npos ? "" : opt.substr(eq + 1);
+        std::string key = opt.substr(0, eq),
+                    value = eq == std::string::npos ? "" : opt.substr(eq + 1);
         std::replace(key.begin(), key.end(), '_', '-');
-        if (key == "ro" || key == "read-only") read_only = true;
+        if (key == "ro" || key == "read-only")
+          read_only = true;
         else if (key == "rw" || key == "defaults" || key == "-netdev" || key == "nofail" ||
                  key == "noauto" || key == "auto" || key == "user" || key == "users" ||
                  key.starts_with("x-")) {
           // mount(8)/fstab bookkeeping, not for the file system
-        } else if (key == "allow-other") allow_other = true;
-        else if (key == "endpoint-url") s3.endpoint_url = value;
-        else if (key == "region") s3.region = value;
-        else if (key == "profile") s3.profile = value;
-        else if (key == "addressing-style") s3.addressing_style = value;
-        else if (key == "ca-bundle") s3.ca_bundle = value;
-        else if (key == "cache-dir") cache_dir = value;
-        else if (key == "cache-size") cache_size = value;
-        else if (key == "metadata-ttl") metadata_ttl = value;
+        } else if (key == "allow-other")
+          allow_other = true;
+        else if (key == "endpoint-url")
+          s3.endpoint_url = value;
+        else if (key == "region")
+          s3.region = value;
+        else if (key == "profile")
+          s3.profile = value;
+        else if (key == "addressing-style")
+          s3.addressing_style = value;
+        else if (key == "ca-bundle")
+          s3.ca_bundle = value;
+        else if (key == "cache-dir")
+          cache_dir = value;
+        else if (key == "cache-size")
+          cache_size = value;
+        else if (key == "metadata-ttl")
+          metadata_ttl = value;
         else if (key == "import-policy") {
           std::replace(value.begin(), value.end(), ':', ',');  // commas split -o lists
           import_policy = value;
-        } else if (key == "uid") uid = static_cast<uid_t>(std::stoul(value));
-        else if (key == "gid") gid = static_cast<gid_t>(std::stoul(value));
-        else if (key == "file-mode") file_mode = value;
-        else if (key == "dir-mode") dir_mode = value;
-        else if (key == "metrics-address") metrics_address = value;
-        else if (key == "hydrate-min-size") hydrate_min_size = value;
-        else fuse_extra.push_back(opt);
+        } else if (key == "uid" || key == "gid") {
+          auto id = parse_id(value, key);
+          if (!id) return std::unexpected(id.error());
+          (key == "uid" ? uid : gid) = *id;
+        } else if (key == "suid") {
+          allow_suid = true;
+          fuse_extra.push_back(opt);  // and the kernel must honour it too
+        } else if (key == "contain-symlinks")
+          contain_symlinks = true;
+        else if (key == "file-mode")
+          file_mode = value;
+        else if (key == "dir-mode")
+          dir_mode = value;
+        else if (key == "metrics-address")
+          metrics_address = value;
+        else if (key == "hydrate-min-size")
+          hydrate_min_size = value;
+        else
+          fuse_extra.push_back(opt);
       }
     }
     return fuse_extra;
@@ -109,12 +136,16 @@ struct MountCommand {
     if (!max_bytes) return report(max_bytes.error());
     auto min_free_bytes = parse_bytes(min_free);
     if (!min_free_bytes) return report(min_free_bytes.error());
-    auto hydrate = hydrate_min_size == "off" ? Result<uint64_t>(UINT64_MAX) : parse_bytes(hydrate_min_size);
+    auto hydrate =
+        hydrate_min_size == "off" ? Result<uint64_t>(UINT64_MAX) : parse_bytes(hydrate_min_size);
     if (!hydrate) return report(hydrate.error());
     struct stat st {};
     if (stat(mountpoint.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
       return report(Error{ErrorCode::kInvalidArgument,
-                          "mount point " + mountpoint + " is not an existing directory", {}, {}, 0});
+                          "mount point " + mountpoint + " is not an existing directory",
+                          {},
+                          {},
+                          0});
     }
     spdlog::set_level(spdlog::level::from_str(log_level));
 
@@ -148,6 +179,8 @@ struct MountCommand {
     options.import = *policy;
     options.part_size = static_cast<uint64_t>(part_size_mib * (1 << 20));
     options.hydrate_min_size = *hydrate;
+    options.allow_suid = allow_suid;
+    options.contain_symlinks = contain_symlinks;
     fuse::FuseMount* mount_ptr = nullptr;
     options.invalidate_data = [&mount_ptr](fs::Ino ino) {
       if (mount_ptr) mount_ptr->invalidate_data(ino);
@@ -165,24 +198,28 @@ struct MountCommand {
     if (!mounted) return report(mounted.error());
     mount_ptr = mounted->get();
 
+    // The user's `nacre mount` waits for the verdict of what follows: threads and the
+    // metrics port can only start after the fork, and must still be able to fail it.
+    if (auto d = Daemon::start(foreground); !d) return report(d.error());
+    pool.start();
+    std::unique_ptr<MetricsExporter> exporter;
+    if (!metrics_address.empty()) {
+      auto e = MetricsExporter::start(metrics_address, metrics, **cache);
+      if (!e) return report(e.error());  // unmounts on the way out; the parent exits 1
+      exporter = std::move(*e);
+    }
+    Daemon::ready();
     if (!foreground) {
       // Logs go to syslog once stderr is gone.
       spdlog::set_default_logger(spdlog::syslog_logger_mt("nacre", "nacre", LOG_PID));
       spdlog::set_level(spdlog::level::from_str(log_level));
     }
-    if (auto d = fuse::FuseMount::daemonize(foreground); !d) return report(d.error());
-    pool.start();
-    std::unique_ptr<MetricsExporter> exporter;
-    if (!metrics_address.empty()) {
-      auto e = MetricsExporter::start(metrics_address, metrics, **cache);
-      if (!e) {
-        spdlog::error("{}", e.error().describe());
-        return 1;
-      }
-      exporter = std::move(*e);
-    }
     spdlog::info("mounted s3://{}/{} on {}", src->bucket, src->prefix, mo.mountpoint);
-    auto st_run = (*mounted)->run();
+    s3::ObjectClient& object_client = **client;
+    auto st_run = (*mounted)->run([&object_client] {
+      // Unmounted (or signalled): every GET in flight or queued ends now.
+      object_client.cancel_all();
+    });
     mount_ptr = nullptr;
     mounted->reset();  // unmount before the pool and cache go away
     if (!st_run) {
@@ -209,16 +246,19 @@ std::vector<std::string> rewrite_mount_helper_args(const std::vector<std::string
 void add_mount_command(CLI::App& app, int& exit_code) {
   auto m = std::make_shared<MountCommand>();
   CLI::App* cmd = app.add_subcommand(
-      "mount", "Mount s3://BUCKET[/PREFIX] as a read-through POSIX file system (unmount with "
-               "umount or fusermount3 -u)");
+      "mount",
+      "Mount s3://BUCKET[/PREFIX] as a read-through POSIX file system (unmount with "
+      "umount or fusermount3 -u)");
   cmd->add_option("source", m->source, "s3://BUCKET[/PREFIX]")->required();
   cmd->add_option("mountpoint", m->mountpoint, "an existing directory")->required();
   cmd->add_flag("--read-only", m->read_only, "mount read-only (writes get EROFS)");
   cmd->add_option("--cache-dir", m->cache_dir,
                   "node-local cache directory (default /var/cache/nacre/BUCKET/PREFIX); one mount "
                   "at a time may use it");
-  cmd->add_option("--cache-size", m->cache_size, "bound on cached bytes, e.g. 10G")->capture_default_str();
-  cmd->add_option("--cache-min-free", m->min_free, "free space to leave on the cache disk")->capture_default_str();
+  cmd->add_option("--cache-size", m->cache_size, "bound on cached bytes, e.g. 10G")
+      ->capture_default_str();
+  cmd->add_option("--cache-min-free", m->min_free, "free space to leave on the cache disk")
+      ->capture_default_str();
   cmd->add_option("--metadata-ttl", m->metadata_ttl,
                   "seconds listings and attributes are trusted, or 'forever' for immutable data")
       ->capture_default_str();
@@ -227,15 +267,20 @@ void add_mount_command(CLI::App& app, int& exit_code) {
       ->capture_default_str();
   cmd->add_option("--uid", m->uid, "owner of files without file-owner metadata");
   cmd->add_option("--gid", m->gid, "group of files without file-group metadata");
-  cmd->add_option("--file-mode", m->file_mode, "mode of files without metadata (octal)")->capture_default_str();
+  cmd->add_option("--file-mode", m->file_mode, "mode of files without metadata (octal)")
+      ->capture_default_str();
   cmd->add_option("--dir-mode", m->dir_mode, "mode of directories (octal)")->capture_default_str();
   cmd->add_flag("--allow-other", m->allow_other, "let other users access the mount");
+  cmd->add_flag("--contain-symlinks", m->contain_symlinks,
+                "refuse symlinks whose target leaves the mount (absolute, or above its root)");
   cmd->add_flag("-f,--foreground", m->foreground, "stay in the foreground, log to stderr");
   cmd->add_option("--metrics-address", m->metrics_address,
                   "serve Prometheus metrics at http://HOST:PORT/metrics");
-  cmd->add_option("-o", m->o_options, "comma-separated options as mount(8) passes them "
-                                      "(Nacre's own, e.g. endpoint-url=..., or FUSE's)");
-  cmd->add_option("--part-size", m->part_size_mib, "MiB per ranged GET")->check(CLI::Range(1.0, 1024.0));
+  cmd->add_option("-o", m->o_options,
+                  "comma-separated options as mount(8) passes them "
+                  "(Nacre's own, e.g. endpoint-url=..., or FUSE's)");
+  cmd->add_option("--part-size", m->part_size_mib, "MiB per ranged GET")
+      ->check(CLI::Range(1.0, 1024.0));
   cmd->add_option("--hydrate-min-size", m->hydrate_min_size,
                   "read-only opens of files this large load the whole file in the background "
                   "(for mmap loaders); 'off' to fetch only what is read")
@@ -244,7 +289,8 @@ void add_mount_command(CLI::App& app, int& exit_code) {
       ->check(CLI::Range(1, 256));
   cmd->add_option("--fuse-threads", m->fuse_threads, "threads serving kernel requests")
       ->check(CLI::Range(1, 256));
-  cmd->add_option("--log-level", m->log_level, "trace, debug, info, warn, error")->capture_default_str();
+  cmd->add_option("--log-level", m->log_level, "trace, debug, info, warn, error")
+      ->capture_default_str();
   m->s3.add_to(*cmd);
   cmd->callback([m, &exit_code] { exit_code = m->run(); });
 }

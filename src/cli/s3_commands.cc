@@ -98,10 +98,14 @@ struct CpCommand {
     bool src_s3 = is_s3_url(source), dst_s3 = is_s3_url(destination);
     if (!src_s3 && !dst_s3) {
       return report(Error{ErrorCode::kInvalidArgument,
-                          "one of source and destination must be an s3:// URL", {}, {}, 0});
+                          "one of source and destination must be an s3:// URL",
+                          {},
+                          {},
+                          0});
     }
     if (static_cast<uint64_t>(part_size_mib * s3::kMiB) < s3::kMinPartSize) {
-      return report(Error{ErrorCode::kInvalidArgument, "--part-size must be at least 5 MiB", {}, {}, 0});
+      return report(
+          Error{ErrorCode::kInvalidArgument, "--part-size must be at least 5 MiB", {}, {}, 0});
     }
     auto client = s3.make_client();
     if (!client) return report(client.error());
@@ -115,7 +119,10 @@ struct CpCommand {
     if (!src) return report(src.error());
     if (src->key.empty() || src->key.ends_with('/')) {
       return report(Error{ErrorCode::kInvalidArgument,
-                          "'" + source + "' names a prefix, not an object", {}, {}, 0});
+                          "'" + source + "' names a prefix, not an object",
+                          {},
+                          {},
+                          0});
     }
     std::string path = destination;
     int fd = STDOUT_FILENO;
@@ -128,9 +135,17 @@ struct CpCommand {
       // A regular file is written beside its final name and renamed when
       // complete, so a failed download never leaves a truncated file behind.
       partial = regular ? path + ".nacre-partial" : "";
-      fd = open(regular ? partial.c_str() : path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
-                0644);
-      if (fd < 0) return report(fail_errno("cannot open " + path, errno).error());
+      if (regular) {
+        // Never through a symlink planted at the partial name (see
+        // create_partial_file): the rename below is what replaces `path`.
+        auto created = s3::create_partial_file(partial);
+        if (!created) return report(created.error());
+        fd = *created;
+      } else {
+        // A device or a fifo named on purpose, e.g. /dev/null.
+        fd = open(path.c_str(), O_WRONLY | O_CLOEXEC);
+        if (fd < 0) return report(fail_errno("cannot open " + path, errno).error());
+      }
     }
     auto info = s3::download_to_fd(client, src->bucket, src->key, fd, transfer());
     if (!to_stdout) close(fd);
@@ -155,7 +170,8 @@ struct CpCommand {
     struct stat st {};
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
       close(fd);
-      return report(Error{ErrorCode::kInvalidArgument, source + " is not a regular file", {}, {}, 0});
+      return report(
+          Error{ErrorCode::kInvalidArgument, source + " is not a regular file", {}, {}, 0});
     }
     s3::PutObjectRequest req{dst->bucket, dst->key, s3::Body::empty(), {}, ""};
     auto etag = s3::upload_from_fd(client, fd, static_cast<uint64_t>(st.st_size), req, transfer());
@@ -199,10 +215,10 @@ struct StatCommand {
     auto info = t->client->head_object(t->url.bucket, t->url.key);
     if (!info) return report(info.error());
     std::printf("key: %s\nsize: %llu\netag: %s\nlast-modified: %s\ncontent-type: %s\n",
-                info->key.c_str(), static_cast<unsigned long long>(info->size),
-                info->etag.c_str(), format_time(info->last_modified).c_str(),
-                info->content_type.c_str());
-    for (const auto& [k, v] : info->metadata) std::printf("x-amz-meta-%s: %s\n", k.c_str(), v.c_str());
+                info->key.c_str(), static_cast<unsigned long long>(info->size), info->etag.c_str(),
+                format_time(info->last_modified).c_str(), info->content_type.c_str());
+    for (const auto& [k, v] : info->metadata)
+      std::printf("x-amz-meta-%s: %s\n", k.c_str(), v.c_str());
     return 0;
   }
 };
@@ -211,7 +227,8 @@ struct StatCommand {
 
 void add_s3_commands(CLI::App& app, int& exit_code) {
   auto ls = std::make_shared<LsCommand>();
-  CLI::App* ls_cmd = app.add_subcommand("ls", "List objects and common prefixes under an S3 prefix");
+  CLI::App* ls_cmd =
+      app.add_subcommand("ls", "List objects and common prefixes under an S3 prefix");
   ls_cmd->add_option("url", ls->url, "s3://bucket[/prefix]")->required();
   ls_cmd->add_flag("-r,--recursive", ls->recursive, "list every key under the prefix");
   ls->s3.add_to(*ls_cmd);
@@ -221,12 +238,14 @@ void add_s3_commands(CLI::App& app, int& exit_code) {
   CLI::App* cp_cmd = app.add_subcommand(
       "cp", "Copy a file to S3, an object to a file ('-' for stdout), or an object to an object");
   cp_cmd->add_option("source", cp->source, "local file or s3://bucket/key")->required();
-  cp_cmd->add_option("destination", cp->destination,
-                     "local file, directory or '-', or s3://bucket/key (a trailing / keeps the "
-                     "source name)")
+  cp_cmd
+      ->add_option("destination", cp->destination,
+                   "local file, directory or '-', or s3://bucket/key (a trailing / keeps the "
+                   "source name)")
       ->required();
-  cp_cmd->add_option("--part-size", cp->part_size_mib,
-                     "MiB per ranged GET and multipart part; also the multipart threshold")
+  cp_cmd
+      ->add_option("--part-size", cp->part_size_mib,
+                   "MiB per ranged GET and multipart part; also the multipart threshold")
       ->check(CLI::Range(5.0, 5120.0));
   cp_cmd->add_option("--concurrency", cp->concurrency, "requests in flight")
       ->check(CLI::Range(1, 256));
@@ -240,7 +259,8 @@ void add_s3_commands(CLI::App& app, int& exit_code) {
   rm_cmd->callback([rm, &exit_code] { exit_code = rm->run(); });
 
   auto stat_cmd_state = std::make_shared<StatCommand>();
-  CLI::App* stat_cmd = app.add_subcommand("stat", "Show an object's size, ETag and metadata (HEAD)");
+  CLI::App* stat_cmd =
+      app.add_subcommand("stat", "Show an object's size, ETag and metadata (HEAD)");
   stat_cmd->add_option("url", stat_cmd_state->url, "s3://bucket/key")->required();
   stat_cmd_state->s3.add_to(*stat_cmd);
   stat_cmd->callback([stat_cmd_state, &exit_code] { exit_code = stat_cmd_state->run(); });

@@ -1,8 +1,12 @@
 #include "cli/s3_url.h"
 
+#include "s3/bucket_name.h"
+
 namespace nacre::cli {
 
-bool is_s3_url(const std::string& s) { return s.starts_with("s3://"); }
+bool is_s3_url(const std::string& s) {
+  return s.starts_with("s3://");
+}
 
 Result<S3Url> parse_s3_url(const std::string& s) {
   if (!is_s3_url(s)) {
@@ -12,13 +16,8 @@ Result<S3Url> parse_s3_url(const std::string& s) {
   size_t slash = rest.find('/');
   S3Url url{rest.substr(0, slash), slash == std::string::npos ? "" : rest.substr(slash + 1)};
   if (url.bucket.empty()) return fail(ErrorCode::kInvalidArgument, "'" + s + "' names no bucket");
-  for (char c : url.bucket) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.' ||
-              c == '_' || (c >= 'A' && c <= 'Z');
-    if (!ok) {
-      return fail(ErrorCode::kInvalidArgument,
-                  "'" + s + "': bucket name '" + url.bucket + "' has invalid characters");
-    }
+  if (auto ok = s3::check_bucket_name(url.bucket); !ok) {
+    return fail(ErrorCode::kInvalidArgument, "'" + s + "': " + ok.error().message);
   }
   return url;
 }

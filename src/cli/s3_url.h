@@ -14,6 +14,7 @@ struct S3Url {
 
 bool is_s3_url(const std::string& s);
 // "s3://bucket/some/key" → {bucket, "some/key"}; the key is taken verbatim.
+// The bucket must pass s3::check_bucket_name (kInvalidArgument otherwise).
 [[nodiscard]] Result<S3Url> parse_s3_url(const std::string& s);
 
 }  // namespace nacre::cli

@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <string>
+#include <vector>
+
 namespace nacre::cli {
 
 TEST(S3Url, SplitsBucketAndKeyVerbatim) {
@@ -21,6 +24,30 @@ TEST(S3Url, RejectsWhatIsNotAnS3Url) {
   EXPECT_EQ(parse_s3_url("/tmp/x").error().code, ErrorCode::kInvalidArgument);
   EXPECT_EQ(parse_s3_url("s3:///key").error().code, ErrorCode::kInvalidArgument);
   EXPECT_EQ(parse_s3_url("s3://bad bucket/k").error().code, ErrorCode::kInvalidArgument);
+}
+
+TEST(S3Url, RejectsBucketNamesS3DoesNotAllow) {
+  for (const std::string& bad :
+       std::vector<std::string>{"ab", std::string(64, 'a'), "Models", "my_bucket", "-models",
+                                "models-", ".models", "models.", "a..b", "..", "...", "a.%2e.b",
+                                "bad bucket", std::string("mod\0els", 7), "mod\\els", "mod:els"}) {
+    auto u = parse_s3_url("s3://" + bad + "/key");
+    ASSERT_FALSE(u) << "bucket '" << bad << "' accepted";
+    EXPECT_EQ(u.error().code, ErrorCode::kInvalidArgument);
+    EXPECT_NE(u.error().message.find("bucket name"), std::string::npos) << u.error().message;
+  }
+  // A bucket of ".." written as a path segment never gets past the parser.
+  EXPECT_FALSE(parse_s3_url("s3://../etc/passwd"));
+  EXPECT_FALSE(parse_s3_url("s3://./x"));
+}
+
+TEST(S3Url, AcceptsBucketNamesS3Allows) {
+  for (const std::string& ok : std::vector<std::string>{"abc", std::string(63, 'a'), "my.bucket-1",
+                                                        "0models9", "a-b.c-d"}) {
+    auto u = parse_s3_url("s3://" + ok + "/k");
+    ASSERT_TRUE(u) << ok << ": " << u.error().describe();
+    EXPECT_EQ(u->bucket, ok);
+  }
 }
 
 }  // namespace nacre::cli

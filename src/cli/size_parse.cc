@@ -11,19 +11,27 @@ Result<uint64_t> parse_bytes(const std::string& text) {
   std::string t = text;
   std::string unit;
   while (!t.empty() && std::isalpha(static_cast<unsigned char>(t.back()))) {
-    unit.insert(unit.begin(), static_cast<char>(std::toupper(static_cast<unsigned char>(t.back()))));
+    unit.insert(unit.begin(),
+                static_cast<char>(std::toupper(static_cast<unsigned char>(t.back()))));
     t.pop_back();
   }
   uint64_t n = 0;
   auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), n);
   if (t.empty() || ec != std::errc() || end != t.data() + t.size()) {
-    return fail(ErrorCode::kInvalidArgument, "'" + text + "' is not a size (e.g. 10G, 512M, 1048576)");
+    return fail(ErrorCode::kInvalidArgument,
+                "'" + text + "' is not a size (e.g. 10G, 512M, 1048576)");
   }
   if (unit.ends_with("B")) unit.pop_back();
   if (unit.ends_with("I")) unit.pop_back();
-  int shift = unit.empty() ? 0 : unit == "K" ? 10 : unit == "M" ? 20 : unit == "G" ? 30 : unit == "T" ? 40 : -1;
+  int shift = unit.empty()  ? 0
+              : unit == "K" ? 10
+              : unit == "M" ? 20
+              : unit == "G" ? 30
+              : unit == "T" ? 40
+                            : -1;
   if (shift < 0) return fail(ErrorCode::kInvalidArgument, "'" + text + "': unknown size unit");
-  if (shift > 0 && n > (UINT64_MAX >> shift)) return fail(ErrorCode::kInvalidArgument, "'" + text + "' is too large");
+  if (shift > 0 && n > (UINT64_MAX >> shift))
+    return fail(ErrorCode::kInvalidArgument, "'" + text + "' is too large");
   return n << shift;
 }
 
@@ -41,29 +49,46 @@ Result<std::optional<std::chrono::milliseconds>> parse_ttl(const std::string& te
   char* end = nullptr;
   double s = std::strtod(text.c_str(), &end);
   if (text.empty() || *end != '\0' || !(s >= 0) || std::isinf(s)) {
-    return fail(ErrorCode::kInvalidArgument, "'" + text + "' is not a number of seconds or 'forever'");
+    return fail(ErrorCode::kInvalidArgument,
+                "'" + text + "' is not a number of seconds or 'forever'");
   }
-  return std::optional<std::chrono::milliseconds>(std::chrono::milliseconds(std::llround(s * 1000)));
+  return std::optional<std::chrono::milliseconds>(
+      std::chrono::milliseconds(std::llround(s * 1000)));
 }
 
 Result<fs::ImportPolicy> parse_import_policy(const std::string& text) {
   fs::ImportPolicy p{false, false, false};
   std::string upper = text;
-  std::transform(upper.begin(), upper.end(), upper.begin(), [](unsigned char c) { return std::toupper(c); });
+  std::transform(upper.begin(), upper.end(), upper.begin(),
+                 [](unsigned char c) { return std::toupper(c); });
   if (upper == "NONE") return p;
   size_t pos = 0;
   while (pos <= upper.size()) {
     size_t comma = upper.find(',', pos);
-    std::string item = upper.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
-    if (item == "NEW") p.new_objects = true;
-    else if (item == "CHANGED") p.changed = true;
-    else if (item == "DELETED") p.deleted = true;
-    else return fail(ErrorCode::kInvalidArgument, "import policy '" + text + "': '" + item +
-                                                      "' is not NEW, CHANGED, DELETED or NONE");
+    std::string item =
+        upper.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+    if (item == "NEW")
+      p.new_objects = true;
+    else if (item == "CHANGED")
+      p.changed = true;
+    else if (item == "DELETED")
+      p.deleted = true;
+    else
+      return fail(ErrorCode::kInvalidArgument, "import policy '" + text + "': '" + item +
+                                                   "' is not NEW, CHANGED, DELETED or NONE");
     if (comma == std::string::npos) break;
     pos = comma + 1;
   }
   return p;
+}
+
+Result<uint32_t> parse_id(const std::string& text, const std::string& what) {
+  uint64_t v = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (text.empty() || ec != std::errc() || end != text.data() + text.size() || v >= 0xffffffffull) {
+    return fail(ErrorCode::kInvalidArgument, what + " '" + text + "' is not a numeric id");
+  }
+  return static_cast<uint32_t>(v);
 }
 
 }  // namespace nacre::cli

@@ -18,6 +18,8 @@ namespace nacre::cli {
 [[nodiscard]] Result<mode_t> parse_mode(const std::string& text);
 // "forever" → nullopt; "1", "0.5", "30" seconds.
 [[nodiscard]] Result<std::optional<std::chrono::milliseconds>> parse_ttl(const std::string& text);
+// A user or group id: decimal, 0 to 4294967294 (-1 is "no change" to the kernel).
+[[nodiscard]] Result<uint32_t> parse_id(const std::string& text, const std::string& what);
 // "NEW,CHANGED,DELETED" (any subset, case-insensitive; "NONE" for none).
 [[nodiscard]] Result<fs::ImportPolicy> parse_import_policy(const std::string& text);
 

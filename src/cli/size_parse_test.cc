@@ -46,4 +46,17 @@ TEST(MountHelper, RewritesMountFuse3Invocation) {
   EXPECT_EQ(same, (std::vector<std::string>{"nacre", "ls", "s3://b/"}));
 }
 
+// Regression: `-o uid=abc` threw std::invalid_argument out of std::stoul and killed
+// `nacre mount` instead of giving a clear error.
+TEST(ParseId, RejectsWhatIsNotANumericId) {
+  EXPECT_EQ(parse_id("1000", "uid").value(), 1000u);
+  EXPECT_EQ(parse_id("0", "uid").value(), 0u);
+  for (const char* bad : {"", "abc", "-1", "12x", "4294967295", "99999999999999999999", " 1"}) {
+    auto r = parse_id(bad, "uid");
+    ASSERT_FALSE(r.has_value()) << bad;
+    EXPECT_EQ(r.error().code, ErrorCode::kInvalidArgument);
+    EXPECT_NE(r.error().message.find("uid"), std::string::npos);
+  }
+}
+
 }  // namespace nacre::cli

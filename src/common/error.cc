@@ -7,26 +7,64 @@ namespace nacre {
 
 std::string_view to_string(ErrorCode code) {
   switch (code) {
-    case ErrorCode::kNoSuchKey: return "NoSuchKey";
-    case ErrorCode::kNoSuchBucket: return "NoSuchBucket";
-    case ErrorCode::kNoSuchUpload: return "NoSuchUpload";
-    case ErrorCode::kAccessDenied: return "AccessDenied";
-    case ErrorCode::kInvalidCredentials: return "InvalidCredentials";
-    case ErrorCode::kPreconditionFailed: return "PreconditionFailed";
-    case ErrorCode::kInvalidRange: return "InvalidRange";
-    case ErrorCode::kThrottled: return "Throttled";
-    case ErrorCode::kServerError: return "ServerError";
-    case ErrorCode::kRequestTimeout: return "RequestTimeout";
-    case ErrorCode::kNetwork: return "NetworkError";
-    case ErrorCode::kMalformedResponse: return "MalformedResponse";
-    case ErrorCode::kInvalidArgument: return "InvalidArgument";
-    case ErrorCode::kCredentialsUnavailable: return "CredentialsUnavailable";
-    case ErrorCode::kIo: return "IoError";
-    case ErrorCode::kNoSpace: return "NoSpace";
-    case ErrorCode::kReadOnly: return "ReadOnly";
-    case ErrorCode::kCancelled: return "Cancelled";
-    case ErrorCode::kNotSupported: return "NotSupported";
-    case ErrorCode::kOther: return "Error";
+    case ErrorCode::kNoSuchKey:
+      return "NoSuchKey";
+    case ErrorCode::kNoSuchBucket:
+      return "NoSuchBucket";
+    case ErrorCode::kNoSuchUpload:
+      return "NoSuchUpload";
+    case ErrorCode::kAccessDenied:
+      return "AccessDenied";
+    case ErrorCode::kInvalidCredentials:
+      return "InvalidCredentials";
+    case ErrorCode::kPreconditionFailed:
+      return "PreconditionFailed";
+    case ErrorCode::kInvalidRange:
+      return "InvalidRange";
+    case ErrorCode::kThrottled:
+      return "Throttled";
+    case ErrorCode::kServerError:
+      return "ServerError";
+    case ErrorCode::kRequestTimeout:
+      return "RequestTimeout";
+    case ErrorCode::kNetwork:
+      return "NetworkError";
+    case ErrorCode::kMalformedResponse:
+      return "MalformedResponse";
+    case ErrorCode::kInvalidArgument:
+      return "InvalidArgument";
+    case ErrorCode::kCredentialsUnavailable:
+      return "CredentialsUnavailable";
+    case ErrorCode::kIo:
+      return "IoError";
+    case ErrorCode::kNoSpace:
+      return "NoSpace";
+    case ErrorCode::kReadOnly:
+      return "ReadOnly";
+    case ErrorCode::kCancelled:
+      return "Cancelled";
+    case ErrorCode::kNotSupported:
+      return "NotSupported";
+    case ErrorCode::kNotFound:
+      return "NotFound";
+    case ErrorCode::kStale:
+      return "Stale";
+    case ErrorCode::kNotADirectory:
+      return "NotADirectory";
+    case ErrorCode::kIsADirectory:
+      return "IsADirectory";
+    case ErrorCode::kBadHandle:
+      return "BadHandle";
+    case ErrorCode::kNoAttribute:
+      return "NoAttribute";
+    case ErrorCode::kReleased:
+      return "Released";
+    case ErrorCode::kNotCached:
+      return "NotCached";
+    case ErrorCode::kCacheFull:
+      return "CacheFull";
+    case ErrorCode::kOther:
+      return "Error";
   }
   return "Error";
 }

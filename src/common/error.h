@@ -10,26 +10,37 @@
 namespace nacre {
 
 enum class ErrorCode {
-  kNoSuchKey,           // object (or version with that ETag) does not exist
-  kNoSuchBucket,        // the bucket named does not exist
-  kNoSuchUpload,        // multipart upload id unknown (completed or aborted)
-  kAccessDenied,        // credentials valid but not allowed
-  kInvalidCredentials,  // InvalidAccessKeyId / SignatureDoesNotMatch / expired token
-  kPreconditionFailed,  // If-Match did not match: the object changed
-  kInvalidRange,        // range outside the object
-  kThrottled,           // SlowDown / 503: retryable
-  kServerError,         // other 5xx / InternalError: retryable
-  kRequestTimeout,      // server-side RequestTimeout or our stalled-transfer timeout
-  kNetwork,             // connect refused/reset, DNS, TLS: retryable
-  kMalformedResponse,   // the server answered something we cannot parse
-  kInvalidArgument,     // a caller or user error (bad URL, bad flag, bad key)
+  kNoSuchKey,               // S3 only: the object (or version with that ETag) does not exist
+  kNoSuchBucket,            // the bucket named does not exist
+  kNoSuchUpload,            // multipart upload id unknown (completed or aborted)
+  kAccessDenied,            // credentials valid but not allowed
+  kInvalidCredentials,      // InvalidAccessKeyId / SignatureDoesNotMatch / expired token
+  kPreconditionFailed,      // If-Match did not match: the object changed
+  kInvalidRange,            // range outside the object
+  kThrottled,               // SlowDown / 503: retryable
+  kServerError,             // other 5xx / InternalError: retryable
+  kRequestTimeout,          // server-side RequestTimeout or our stalled-transfer timeout
+  kNetwork,                 // connect refused/reset, DNS, TLS: retryable
+  kMalformedResponse,       // the server answered something we cannot parse
+  kInvalidArgument,         // a caller or user error (bad URL, bad flag, bad key)
   kCredentialsUnavailable,  // no provider in the chain produced credentials
-  kIo,                  // local file-system error
-  kNoSpace,             // the local disk (e.g. the cache) is full
-  kReadOnly,            // a write to a read-only file system
-  kCancelled,           // the caller's sink asked to stop
-  kNotSupported,
-  kOther,               // any other S3 error code (kept in Error::s3_code)
+  kIo,                      // local file-system error
+  kNoSpace,                 // the local disk (e.g. the cache) is full
+  kReadOnly,                // a write to a read-only file system
+  kCancelled,               // the caller's sink asked to stop
+  kNotSupported,            // the operation is never supported (e.g. hard links)
+  // File-system meanings (fs layer and below); one code per meaning, mapped to
+  // errno in one place (fs/errno_map.cc).
+  kNotFound,       // no such name in the directory (ENOENT)
+  kStale,          // the inode or handle no longer names what it did (ESTALE)
+  kNotADirectory,  // a directory operation on a file (ENOTDIR)
+  kIsADirectory,   // a file operation on a directory (EISDIR)
+  kBadHandle,      // an unknown file handle (EBADF)
+  kNoAttribute,    // no extended attribute of that name (ENODATA)
+  kReleased,       // cache: the entry was released or evicted; open it again
+  kNotCached,      // cache: a block asked for is not present
+  kCacheFull,      // cache: --cache-size or --cache-min-free reached; serve uncached
+  kOther,          // any other S3 error code (kept in Error::s3_code)
 };
 
 std::string_view to_string(ErrorCode code);

@@ -33,14 +33,13 @@ void FetchPool::submit(FetchPriority priority, Job job) {
     std::lock_guard lock(mu_);
     if (!stopping_) {
       queues_[static_cast<int>(priority)].push_back(std::move(job));
-      job = nullptr;
+      // Notified under the lock, so no gap exists in which the pool could be
+      // destroyed under a submitter still using it.
+      cv_.notify_one();
+      return;
     }
   }
-  if (job) {
-    job(false);
-    return;
-  }
-  cv_.notify_one();
+  job(false);
 }
 
 void FetchPool::work() {
@@ -49,8 +48,8 @@ void FetchPool::work() {
     {
       std::unique_lock lock(mu_);
       cv_.wait(lock, [&] {
-        return stopping_ || std::any_of(queues_.begin(), queues_.end(),
-                                        [](auto& q) { return !q.empty(); });
+        return stopping_ ||
+               std::any_of(queues_.begin(), queues_.end(), [](auto& q) { return !q.empty(); });
       });
       if (stopping_) return;
       for (auto& q : queues_) {
@@ -61,7 +60,15 @@ void FetchPool::work() {
         }
       }
     }
-    job(true);
+    // A job must not end the worker (and with it the pool's capacity): each one fails
+    // its own waiters on error, and this is the last line of defence.
+    try {
+      job(true);
+    } catch (const std::exception& e) {
+      spdlog::error("fetch job failed: {}", e.what());
+    } catch (...) {
+      spdlog::error("fetch job failed with an unknown exception");
+    }
   }
 }
 
@@ -90,12 +97,14 @@ std::vector<BlockFetcher::Pending> BlockFetcher::request(uint64_t first, uint64_
         open_run = nullptr;
         continue;
       }
-      if (object_->has_block(b)) {
+      // No I/O under the lock: blocks an earlier process left (unverified) are checked
+      // by the run, in a worker, so opening a large cached file after a restart neither
+      // reads it whole nor blocks other readers of it.
+      if (object_->presence(b) == cache::BlockPresence::kVerified) {
         metrics_.cache_hit_blocks++;
         open_run = nullptr;
         continue;
       }
-      metrics_.cache_miss_blocks++;
       // Runs break at part boundaries so that GETs of a sequential stream
       // line up whoever asked first.
       if (!open_run || b % blocks_per_part_ == 0) {
@@ -123,10 +132,25 @@ std::vector<BlockFetcher::Pending> BlockFetcher::request(uint64_t first, uint64_
         }
         return;
       }
-      fetcher->execute(run);
+      fetcher->run_guarded(run);
     });
   }
   return wait;
+}
+
+void BlockFetcher::run_guarded(const std::shared_ptr<Run>& run) {
+  try {
+    execute(run);
+  } catch (const std::exception& e) {
+    // Waiters must never hang: whatever the run had not finished fails.
+    for (uint64_t b = run->first; b <= run->last; ++b) {
+      finish(b, fail(ErrorCode::kIo, std::string("internal error while fetching: ") + e.what()));
+    }
+  } catch (...) {
+    for (uint64_t b = run->first; b <= run->last; ++b) {
+      finish(b, fail(ErrorCode::kIo, "internal error while fetching"));
+    }
+  }
 }
 
 void BlockFetcher::finish(uint64_t block, const Status& status) {
@@ -143,13 +167,42 @@ void BlockFetcher::finish(uint64_t block, const Status& status) {
 
 void BlockFetcher::execute(const std::shared_ptr<Run>& run) {
   if (run->started.exchange(true)) return;  // already run at a higher priority
-  const auto& v = object_->version();
-  uint64_t bs = object_->block_size();
-  uint64_t offset = run->first * bs;
-  uint64_t length = 0;
-  for (uint64_t b = run->first; b <= run->last; ++b) length += object_->block_length(b);
+  // Blocks left by an earlier process are checked here (a read and a CRC, in this
+  // worker, under no lock); only the stretches that are absent or fail the check are
+  // fetched, one GET each.
+  uint64_t b = run->first;
+  while (b <= run->last) {
+    if (object_->presence(b) != cache::BlockPresence::kAbsent && object_->has_block(b)) {
+      metrics_.cache_hit_blocks++;
+      finish(b, {});
+      ++b;
+      continue;
+    }
+    uint64_t end = b;
+    while (end < run->last && object_->presence(end + 1) == cache::BlockPresence::kAbsent) ++end;
+    fetch(b, end);
+    b = end + 1;
+  }
+}
 
-  uint64_t current = run->first;
+void BlockFetcher::fetch(uint64_t first, uint64_t last) {
+  const auto& v = object_->version();
+  uint64_t current = first;
+  const int64_t now = std::chrono::steady_clock::now().time_since_epoch().count();
+  if (now < uncacheable_until_.load()) {
+    // The cache refused blocks a moment ago: the read path serves these bytes straight
+    // from S3, so fetching them here would only download them twice.
+    for (uint64_t b = current; b <= last; ++b) {
+      finish(b, fail(ErrorCode::kCacheFull, "the cache is full of data in use"));
+    }
+    return;
+  }
+  for (uint64_t b = current; b <= last; ++b) metrics_.cache_miss_blocks++;
+  uint64_t bs = object_->block_size();
+  uint64_t offset = current * bs;
+  uint64_t length = 0;
+  for (uint64_t b = current; b <= last; ++b) length += object_->block_length(b);
+
   std::string buffer;
   buffer.reserve(object_->block_length(current));
   metrics_.count_request("GetObject");
@@ -161,6 +214,10 @@ void BlockFetcher::execute(const std::shared_ptr<Run>& run) {
         metrics_.s3_bytes_in_flight -= static_cast<int64_t>(chunk.size());
         outstanding -= static_cast<int64_t>(chunk.size());
         while (!chunk.empty()) {
+          if (current > last) {
+            return fail(ErrorCode::kMalformedResponse,
+                        "GetObject s3://" + v.bucket + "/" + v.key + " sent more bytes than asked");
+          }
           uint64_t want = object_->block_length(current) - buffer.size();
           size_t take = std::min<uint64_t>(want, chunk.size());
           buffer.append(chunk.substr(0, take));
@@ -186,14 +243,24 @@ void BlockFetcher::execute(const std::shared_ptr<Run>& run) {
       status = fail(ErrorCode::kPreconditionFailed,
                     "s3://" + v.bucket + "/" + v.key + " (ETag " + v.etag + ") no longer exists");
     }
-    metrics_.count_error("GetObject", std::string(to_string(result.error().code)));
-    spdlog::warn("fetch of s3://{}/{} bytes {}-{} failed: {}", v.bucket, v.key, offset,
-                 offset + length - 1, result.error().describe());
-  } else if (current <= run->last) {
+    if (result.error().code == ErrorCode::kReleased) {
+      // `nacre release` dropped the entry mid-fetch: not an S3 failure; the read
+      // path serves its reader from S3 and the next read caches anew.
+    } else if (result.error().code == ErrorCode::kCacheFull ||
+               result.error().code == ErrorCode::kNoSpace) {
+      // Not an S3 failure: the cache would not take the bytes (logged by the read path).
+      uncacheable_until_ = std::chrono::steady_clock::now().time_since_epoch().count() +
+                           std::chrono::nanoseconds(kUncacheableBackoff).count();
+    } else {
+      metrics_.count_error("GetObject", std::string(to_string(result.error().code)));
+      spdlog::warn("fetch of s3://{}/{} bytes {}-{} failed: {}", v.bucket, v.key, offset,
+                   offset + length - 1, result.error().describe());
+    }
+  } else if (current <= last) {
     status = fail(ErrorCode::kMalformedResponse,
                   "GetObject s3://" + v.bucket + "/" + v.key + " returned fewer bytes than asked");
   }
-  for (uint64_t b = current; b <= run->last; ++b) finish(b, status);
+  for (uint64_t b = current; b <= last; ++b) finish(b, status);
 }
 
 Status BlockFetcher::ensure(uint64_t first, uint64_t last) {
@@ -206,7 +273,7 @@ Status BlockFetcher::ensure(uint64_t first, uint64_t last) {
     promoted = p.run;
     pool_.submit(FetchPriority::kDemand, [self, run = p.run](bool go) {
       if (!go) return;  // the original submission fails the waiters
-      if (auto fetcher = self.lock()) fetcher->execute(run);
+      if (auto fetcher = self.lock()) fetcher->run_guarded(run);
     });
   }
   Status first_error = {};

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -84,6 +85,10 @@ class BlockFetcher : public std::enable_shared_from_this<BlockFetcher> {
   // runs of at most part_size) and submits those runs; returns what to wait for.
   std::vector<Pending> request(uint64_t first, uint64_t last, FetchPriority priority);
   void execute(const std::shared_ptr<Run>& run);
+  // One GET of blocks [first, last] into the cache, finishing each block's waiters.
+  void fetch(uint64_t first, uint64_t last);
+  // execute, failing the run's waiters if it throws (no exception leaves a worker).
+  void run_guarded(const std::shared_ptr<Run>& run);
   void finish(uint64_t block, const Status& status);
 
   s3::ObjectClient& client_;
@@ -91,6 +96,10 @@ class BlockFetcher : public std::enable_shared_from_this<BlockFetcher> {
   std::shared_ptr<cache::CachedObject> object_;
   Metrics& metrics_;
   uint64_t blocks_per_part_;
+  // After the cache refuses a block (kCacheFull / kNoSpace), runs starting within this
+  // long fail at once instead of downloading bytes the cache will not take.
+  static constexpr std::chrono::seconds kUncacheableBackoff{1};
+  std::atomic<int64_t> uncacheable_until_{0};  // steady_clock ticks
   std::mutex mu_;
   std::map<uint64_t, std::pair<std::shared_ptr<std::promise<Status>>, Pending>>
       in_flight_;  // GUARDED_BY(mu_)

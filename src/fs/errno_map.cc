@@ -6,20 +6,45 @@ namespace nacre::fs {
 
 int to_errno(const Error& error) {
   switch (error.code) {
-    case ErrorCode::kNoSuchKey: return ENOENT;
-    case ErrorCode::kNoSuchBucket: return ENOENT;
+    case ErrorCode::kNotFound:
+      return ENOENT;
+    // A bucket that vanished under a mount: nothing below it exists.
+    case ErrorCode::kNoSuchBucket:
+      return ENOENT;
+    case ErrorCode::kStale:
+      return ESTALE;
+    case ErrorCode::kNotADirectory:
+      return ENOTDIR;
+    case ErrorCode::kIsADirectory:
+      return EISDIR;
+    case ErrorCode::kBadHandle:
+      return EBADF;
+    case ErrorCode::kNoAttribute:
+      return ENODATA;
     case ErrorCode::kAccessDenied:
     case ErrorCode::kInvalidCredentials:
-    case ErrorCode::kCredentialsUnavailable: return EACCES;
-    case ErrorCode::kInvalidArgument: return EINVAL;
-    case ErrorCode::kNoSpace: return ENOSPC;
-    case ErrorCode::kReadOnly: return EROFS;
-    case ErrorCode::kNotSupported: return ENOTSUP;
-    case ErrorCode::kRequestTimeout: return ETIMEDOUT;
-    // The object changed under an open handle: the handle's version is gone
-    // and no other version's bytes may be returned.
+    case ErrorCode::kCredentialsUnavailable:
+      return EACCES;
+    case ErrorCode::kInvalidArgument:
+      return EINVAL;
+    case ErrorCode::kNoSpace:
+      return ENOSPC;
+    case ErrorCode::kReadOnly:
+      return EROFS;
+    case ErrorCode::kNotSupported:
+      return ENOTSUP;
+    case ErrorCode::kRequestTimeout:
+      return ETIMEDOUT;
+    case ErrorCode::kCancelled:
+      return EINTR;
+    // An S3 404 reaching a file operation means the version an open handle
+    // reads is gone; like kPreconditionFailed (the object changed under the
+    // handle), no other version's bytes may be returned: EIO. Names that do
+    // not exist are kNotFound, decided by the fs layer.
+    case ErrorCode::kNoSuchKey:
     case ErrorCode::kPreconditionFailed:
-    default: return EIO;
+    default:
+      return EIO;
   }
 }
 

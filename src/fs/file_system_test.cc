@@ -11,6 +11,7 @@
 #include <set>
 #include <thread>
 
+#include "cache/test_util.h"
 #include "fs/errno_map.h"
 #include "fs/mount_source.h"
 #include "s3/faulty_object_client.h"
@@ -59,8 +60,8 @@ class FileSystemTest : public ::testing::Test {
     pool_.reset();
     cache_.reset();
     cache::CacheOptions co;
-    co.dir = dir_;
-    co.max_bytes = 1ull << 30;
+    co.dir = cache_dir_.empty() ? dir_ : cache_dir_;
+    co.max_bytes = cache_max_bytes_;
     co.min_free_bytes = 0;
     auto cache = cache::BlockCache::open(co);
     EXPECT_TRUE(cache) << cache.error().describe();
@@ -109,6 +110,8 @@ class FileSystemTest : public ::testing::Test {
   }
 
   std::string dir_;
+  std::string cache_dir_;  // default: dir_
+  uint64_t cache_max_bytes_ = 1ull << 30;
   s3::MemoryObjectClient store_;
   s3::FaultyObjectClient client_{store_};
   Metrics metrics_;
@@ -132,8 +135,12 @@ TEST_F(FileSystemTest, ReaddirIsOneListAndHidesKeysThatCannotBeNames) {
   ASSERT_TRUE(entries) << entries.error().describe();
   std::map<std::string, mode_t> names;
   for (auto& e : *entries) names[e.name] = e.type;
-  EXPECT_EQ(names, (std::map<std::string, mode_t>{{"a", S_IFREG}, {"bad", S_IFDIR}, {"c", S_IFDIR},
-                                                  {"d", S_IFDIR}, {"empty", S_IFDIR}, {"same", S_IFDIR}}));
+  EXPECT_EQ(names, (std::map<std::string, mode_t>{{"a", S_IFREG},
+                                                  {"bad", S_IFDIR},
+                                                  {"c", S_IFDIR},
+                                                  {"d", S_IFDIR},
+                                                  {"empty", S_IFDIR},
+                                                  {"same", S_IFDIR}}));
   EXPECT_EQ(store_.request_count("ListObjectsV2"), 1);
   EXPECT_EQ(store_.request_count("HeadObject"), 0);
   EXPECT_GE(metrics_.hidden_keys.load(), 1u);
@@ -148,8 +155,11 @@ TEST_F(FileSystemTest, ReaddirIsOneListAndHidesKeysThatCannotBeNames) {
 }
 
 TEST_F(FileSystemTest, LookupWithoutListingUsesHeadAndAppliesFsxMetadata) {
-  put("p/weights", "data", {{"file-permissions", "0100600"}, {"file-owner", "1234"},
-                            {"file-group", "99"}, {"file-mtime", "1700000000123456789ns"}});
+  put("p/weights", "data",
+      {{"file-permissions", "0100600"},
+       {"file-owner", "1234"},
+       {"file-group", "99"},
+       {"file-mtime", "1700000000123456789ns"}});
   put("p/link", "weights", {{"file-permissions", "0120777"}});
   auto& fs = mount();
   auto a = fs.lookup(kRootIno, "weights");
@@ -221,12 +231,16 @@ TEST_F(FileSystemTest, RemoteOverwriteNeverMixesVersions) {
   EXPECT_TRUE(pread_result(*first) == v1.substr(0, 1 << 20));
   put("p/f", v2);
   // Far from what was read or prefetched: needs a new GET of a gone version.
+  // The outcome is deterministic: block 3 was never fetched, its version is gone from
+  // the store, and the GET pinned by If-Match fails. Never bytes of v2.
   auto later = fs.read(h->fh, 3 * 1048576, 1 << 20);
-  if (later) {
-    EXPECT_TRUE(pread_result(*later) == v1.substr(3 * 1048576, 1 << 20)) << "bytes of another version";
-  } else {
-    EXPECT_EQ(to_errno(later.error()), EIO);
-  }
+  ASSERT_FALSE(later.has_value()) << "read bytes although the version is gone";
+  EXPECT_EQ(later.error().code, ErrorCode::kPreconditionFailed) << later.error().describe();
+  EXPECT_EQ(to_errno(later.error()), EIO);
+  // What was cached of v1 is still served to this handle.
+  auto again = fs.read(h->fh, 0, 1 << 20);
+  ASSERT_TRUE(again);
+  EXPECT_TRUE(pread_result(*again) == v1.substr(0, 1 << 20));
   fs.release(h->fh);
 }
 
@@ -357,11 +371,15 @@ TEST_F(FileSystemTest, ADirectoryReplacedByAFileBecomesAFileUnderANewInode) {
 }
 
 TEST(MountSource, Parses) {
-  EXPECT_EQ(parse_mount_source("s3://b/models/mistral")->prefix, "models/mistral/");
-  EXPECT_EQ(parse_mount_source("b")->prefix, "");
-  EXPECT_EQ(parse_mount_source("s3://b/")->bucket, "b");
-  EXPECT_FALSE(parse_mount_source("s3://b/a/../c"));
+  EXPECT_EQ(parse_mount_source("s3://bkt/models/mistral")->prefix, "models/mistral/");
+  EXPECT_EQ(parse_mount_source("bkt")->prefix, "");
+  EXPECT_EQ(parse_mount_source("s3://bkt/")->bucket, "bkt");
+  EXPECT_FALSE(parse_mount_source("s3://bkt/a/../c"));
   EXPECT_FALSE(parse_mount_source("s3://"));
+  // The bucket forms the default cache directory's path: no path tricks.
+  EXPECT_FALSE(parse_mount_source("s3://../etc"));
+  EXPECT_FALSE(parse_mount_source("s3://.."));
+  EXPECT_FALSE(parse_mount_source("s3://a..b/p"));
 }
 
 TEST(MountSource, MissingBucketOrPrefixFailsTheCheck) {
@@ -374,6 +392,342 @@ TEST(MountSource, MissingBucketOrPrefixFailsTheCheck) {
   ASSERT_FALSE(no_prefix);
   EXPECT_NE(no_prefix.error().message.find("holds no objects"), std::string::npos);
   EXPECT_EQ(check_mount_source(store, {"nobucket", ""}).error().code, ErrorCode::kNoSuchBucket);
+}
+
+// ------------------------------------------------------------------------
+// Regressions from the outside review of the read path (issue: "the read path
+// never serves a wrong byte"). Each is named after what broke.
+
+// A reply spliced from a bare fd that a concurrent release (or a version change)
+// closed mid-reply: EBADF, or another file's bytes once the number was reused.
+TEST_F(FileSystemTest, ReplyKeepsTheCacheFileOpenWhileAReleaseSwapsTheFetcher) {
+  std::string data = random_bytes(2 * 1048576, 11);
+  put("p/f", data);
+  auto& fs = mount(block_by_block());
+  Ino ino = lookup_path(fs, "f");
+  auto h = fs.open(ino, O_RDONLY);
+  ASSERT_TRUE(h);
+  auto reply = fs.read(h->fh, 0, 1 << 20);  // the adapter is "still splicing" this
+  ASSERT_TRUE(reply);
+  ASSERT_GE(reply->fd, 0);
+  ASSERT_TRUE(fs.setxattr(ino, "user.nacre.release", "1"));
+  auto next = fs.read(h->fh, 1 << 20, 1 << 20);  // swaps the handle's fetcher
+  ASSERT_TRUE(next);
+  fs.release(h->fh);  // drops every other reference to the old cache object
+  // Other files opened meanwhile would reuse a closed fd number.
+  int other = ::open("/dev/zero", O_RDONLY);
+  EXPECT_NE(other, reply->fd) << "the reply's fd was closed and its number reused";
+  EXPECT_TRUE(pread_result(*reply) == data.substr(0, 1 << 20));
+  ::close(other);
+}
+
+// `nacre release` during reads turned into EIO (the fetcher's blocks were dropped).
+TEST_F(FileSystemTest, ReleaseDuringReadsIsNotAnError) {
+  std::string data = random_bytes(8 * 1048576, 12);
+  put("p/f", data);
+  auto& fs = mount(block_by_block());
+  Ino ino = lookup_path(fs, "f");
+  auto h = fs.open(ino, O_RDONLY);
+  std::atomic<bool> stop{false};
+  std::thread releaser([&] {
+    while (!stop) {
+      (void)fs.setxattr(ino, "user.nacre.release", "1");
+      std::this_thread::sleep_for(1ms);
+    }
+  });
+  std::string out;
+  for (uint64_t off = 0; off < data.size(); off += 256 * 1024) {
+    auto r = fs.read(h->fh, off, 256 * 1024);
+    ASSERT_TRUE(r) << "offset " << off << ": " << r.error().describe();
+    out += pread_result(*r);
+  }
+  stop = true;
+  releaser.join();
+  EXPECT_TRUE(out == data);
+  fs.release(h->fh);
+}
+
+// One cache entry per key: opening a new version deleted the old version's entry
+// while a reader held it, and the old reader's next fill deleted the new one.
+TEST_F(FileSystemTest, OldAndNewVersionReadersKeepTheirCacheEntries) {
+  std::string v1 = random_bytes(4 * 1048576, 13), v2 = random_bytes(4 * 1048576, 14);
+  put("p/f", v1);
+  FsOptions o = block_by_block();
+  o.metadata_ttl = 0ms;
+  auto& fs = mount(o);
+  Ino old_ino = lookup_path(fs, "f");
+  auto a = fs.open(old_ino, O_RDONLY);
+  ASSERT_TRUE(a);
+  ASSERT_TRUE(fs.read(a->fh, 0, 1 << 20));
+  put("p/f", v2);
+  Ino new_ino = lookup_path(fs, "f");
+  EXPECT_EQ(read_all(fs, new_ino), v2);
+  const uint64_t served = store_.bytes_served();
+  // The old reader goes on with what it has cached...
+  auto again = fs.read(a->fh, 0, 1 << 20);
+  ASSERT_TRUE(again) << again.error().describe();
+  EXPECT_TRUE(pread_result(*again) == v1.substr(0, 1 << 20));
+  // ...and the new version's entry is intact: read again without a GET.
+  EXPECT_EQ(read_all(fs, new_ino), v2);
+  EXPECT_EQ(store_.bytes_served(), served) << "the new version was refetched";
+  EXPECT_EQ(cache_->stats().entries, 2u) << "both versions coexist while held";
+  fs.release(a->fh);
+}
+
+// The page cache belongs to the inode: an old handle reading after an open saw a new
+// ETag filled pages that new handles then read. A new version with handles of the old
+// one open now gets a new inode (the kernel re-walks the path on ESTALE).
+TEST_F(FileSystemTest, ANewVersionWhileOpenGetsANewInodeAndTheOldOneIsStale) {
+  std::string v1 = random_bytes(1048576, 15), v2 = random_bytes(2 * 1048576, 16);
+  put("p/f", v1);
+  FsOptions o = block_by_block();
+  o.metadata_ttl = 0ms;
+  auto& fs = mount(o);
+  Ino old_ino = lookup_path(fs, "f");
+  auto a = fs.open(old_ino, O_RDONLY);
+  ASSERT_TRUE(a);
+  put("p/f", v2);
+  Ino new_ino = lookup_path(fs, "f");
+  EXPECT_NE(new_ino, old_ino);
+  auto reopen = fs.open(old_ino, O_RDONLY);
+  ASSERT_FALSE(reopen);
+  EXPECT_EQ(to_errno(reopen.error()), ESTALE) << reopen.error().describe();
+  auto b = fs.open(new_ino, O_RDONLY);
+  ASSERT_TRUE(b);
+  // fstat of the old handle: its own version's attributes.
+  EXPECT_EQ(fs.getattr(old_ino)->size, v1.size());
+  EXPECT_EQ(fs.getattr(new_ino)->size, v2.size());
+  fs.release(a->fh);
+  fs.release(b->fh);
+  // With no handle of the old version open, a change keeps the inode.
+  put("p/f", v1);
+  EXPECT_EQ(lookup_path(fs, "f"), new_ino);
+}
+
+// The old inode's forget erased the key map entry that by then named the new inode,
+// so the next listing gave the same key a third inode.
+TEST_F(FileSystemTest, ForgetOfAnOldInodeKeepsTheNewInodesKey) {
+  put("p/f", "one");
+  FsOptions o;
+  o.metadata_ttl = 0ms;
+  auto& fs = mount(o);
+  Ino old_ino = lookup_path(fs, "f");
+  auto a = fs.open(old_ino, O_RDONLY);
+  ASSERT_TRUE(a);
+  put("p/f", "two!");
+  Ino new_ino = lookup_path(fs, "f");
+  ASSERT_NE(new_ino, old_ino);
+  fs.release(a->fh);
+  fs.forget(old_ino, 1);
+  auto entries = fs.readdir(kRootIno);
+  ASSERT_TRUE(entries);
+  ASSERT_EQ(entries->size(), 1u);
+  EXPECT_EQ((*entries)[0].ino, new_ino);
+  EXPECT_EQ(lookup_path(fs, "f"), new_ino);
+}
+
+// fstat of an open file whose object was deleted failed with ENOENT.
+TEST_F(FileSystemTest, FstatOfAnOpenFileWhoseObjectWasDeleted) {
+  put("p/f", "12345");
+  FsOptions o;
+  o.metadata_ttl = 0ms;
+  auto& fs = mount(o);
+  Ino ino = lookup_path(fs, "f");
+  auto h = fs.open(ino, O_RDONLY);
+  ASSERT_TRUE(h);
+  ASSERT_TRUE(store_.delete_object("b", "p/f"));
+  auto a = fs.getattr(ino);
+  ASSERT_TRUE(a) << a.error().describe();
+  EXPECT_EQ(a->size, 5u);
+  auto gone = fs.lookup(kRootIno, "f");
+  ASSERT_FALSE(gone);
+  EXPECT_EQ(to_errno(gone.error()), ENOENT);
+  fs.release(h->fh);
+}
+
+// Directories were never revalidated: a deleted prefix stayed visible despite DELETED.
+TEST_F(FileSystemTest, DeletedPrefixDisappearsUnderTheDeletedPolicy) {
+  put("p/d/x", "1");
+  FsOptions o;
+  o.metadata_ttl = 0ms;
+  auto& fs = mount(o);
+  ASSERT_NE(lookup_path(fs, "d"), 0u);
+  ASSERT_TRUE(store_.delete_object("b", "p/d/x"));
+  auto gone = fs.lookup(kRootIno, "d");
+  ASSERT_FALSE(gone) << "a deleted prefix is still visible";
+  EXPECT_EQ(to_errno(gone.error()), ENOENT);
+  // Without DELETED it stays.
+  put("p/e/x", "1");
+  o.import.deleted = false;
+  auto& kept = mount(o);
+  ASSERT_TRUE(kept.readdir(kRootIno));  // imported: from now on only the policy removes
+  ASSERT_NE(lookup_path(kept, "e"), 0u);
+  ASSERT_TRUE(store_.delete_object("b", "p/e/x"));
+  EXPECT_TRUE(kept.lookup(kRootIno, "e"));
+}
+
+// EISDIR and ENOTDIR came out as EINVAL; a stale inode as ENOENT.
+TEST_F(FileSystemTest, DirectoryMisuseGivesEisdirAndEnotdir) {
+  put("p/d/x", "1");
+  auto& fs = mount();
+  Ino d = lookup_path(fs, "d");
+  Ino x = lookup_path(fs, "d/x");
+  EXPECT_EQ(to_errno(fs.open(d, O_RDONLY).error()), EISDIR);
+  EXPECT_EQ(to_errno(fs.readdir(x).error()), ENOTDIR);
+  EXPECT_EQ(to_errno(fs.lookup(x, "y").error()), ENOTDIR);
+  EXPECT_EQ(to_errno(fs.getattr(987654).error()), ESTALE);
+  EXPECT_EQ(to_errno(fs.read(987654, 0, 1).error()), EBADF);
+  EXPECT_EQ(to_errno(fs.getxattr(x, "user.other").error()), ENODATA);
+  EXPECT_EQ(to_errno(fs.setxattr(x, "user.other", "1").error()), ENOTSUP);
+}
+
+// --cache-size was soft for data in use: hydrating a held model larger than the
+// cache wrote until the disk was full.
+TEST_F(FileSystemTest, HeldFileLargerThanTheCacheIsServedUncachedWithinTheBound) {
+  std::string data = random_bytes(12 * 1048576, 17);
+  put("p/big", data);
+  cache_max_bytes_ = 4 * 1048576;
+  FsOptions o;
+  o.hydrate_min_size = 1048576;  // hydrate on open: the worst case
+  auto& fs = mount(o);
+  Ino ino = lookup_path(fs, "big");
+  EXPECT_TRUE(read_all(fs, ino, 128 * 1024) == data);
+  EXPECT_LE(cache_->stats().used_bytes, cache_max_bytes_);
+  EXPECT_GT(cache_->stats().refused_writes, 0u);
+  EXPECT_GT(metrics_.uncached_read_bytes.load(), 0u);
+}
+
+// A full cache disk at open became EIO: the file now reads straight from S3.
+TEST_F(FileSystemTest, FullCacheDiskAtOpenReadsFromS3) {
+  cache::testing::TmpfsMount disk("1m");
+  ASSERT_TRUE(disk.ok()) << "cannot mount a tmpfs: this test needs root";
+  std::string data = random_bytes(3 * 1048576, 18);
+  put("p/f", data);
+  cache_dir_ = disk.path() + "/cache";
+  auto& fs = mount(block_by_block());
+  {  // fill the disk
+    int fd = ::open((disk.path() + "/filler").c_str(), O_CREAT | O_WRONLY, 0600);
+    std::string chunk(64 * 1024, 'x');
+    while (::write(fd, chunk.data(), chunk.size()) > 0) {
+    }
+    ::close(fd);
+  }
+  Ino ino = lookup_path(fs, "f");
+  EXPECT_TRUE(read_all(fs, ino) == data);
+  EXPECT_GT(metrics_.uncached_read_bytes.load(), 0u);
+  fs_.reset();
+  pool_.reset();
+  cache_.reset();
+}
+
+// After a restart, open() read and checked the whole cached file synchronously (and
+// under the fetcher's lock): a 5 GB shard took its full read before open returned.
+TEST_F(FileSystemTest, OpenAfterRestartReadsNothingSynchronously) {
+  std::string data = random_bytes(6 * 1048576, 19);
+  put("p/f", data);
+  FsOptions o;
+  o.hydrate_min_size = 1048576;
+  {
+    auto& fs = mount(o);
+    EXPECT_TRUE(read_all(fs, lookup_path(fs, "f")) == data);
+  }
+  // A new process: the cache is indexed from disk; the pool is not started, so
+  // nothing runs in the background either.
+  fs_.reset();
+  pool_.reset();
+  cache_.reset();
+  cache::CacheOptions co;
+  co.dir = dir_;
+  co.min_free_bytes = 0;
+  cache_ = std::move(*cache::BlockCache::open(co));
+  pool_ = std::make_unique<FetchPool>(2);
+  o.bucket = "b";
+  o.prefix = "p/";
+  fs_ = std::make_unique<FileSystem>(client_, *cache_, *pool_, metrics_, o);
+  auto h = fs_->open(lookup_path(*fs_, "f"), O_RDONLY);
+  ASSERT_TRUE(h);
+  EXPECT_EQ(cache_->stats().hits + cache_->stats().misses, 0u) << "open read cached blocks";
+  pool_->start();
+  const uint64_t served = store_.bytes_served();
+  auto r = fs_->read(h->fh, 5 * 1048576, 1048576);
+  ASSERT_TRUE(r);
+  EXPECT_TRUE(pread_result(*r) == data.substr(5 * 1048576));
+  EXPECT_EQ(store_.bytes_served(), served) << "verified blocks must not be fetched again";
+  fs_->release(h->fh);
+}
+
+// A server listing keys outside the prefix asked for crashed the daemon (substr).
+class OutsideKeyClient : public s3::MemoryObjectClient {
+ public:
+  Result<s3::ListPage> list_objects(const s3::ListRequest& req) override {
+    auto page = MemoryObjectClient::list_objects(req);
+    if (page) {
+      s3::ObjectInfo bogus;
+      bogus.key = "elsewhere/x";
+      bogus.etag = "e";
+      page->objects.push_back(bogus);
+      page->common_prefixes.push_back("q");
+    }
+    return page;
+  }
+};
+
+TEST_F(FileSystemTest, ListedKeyOutsideThePrefixIsIgnored) {
+  OutsideKeyClient odd;
+  odd.create_bucket("b");
+  ASSERT_TRUE(odd.put_object({"b", "p/a", s3::Body::from_memory("1"), {}, ""}));
+  auto& unused = mount();
+  (void)unused;
+  FsOptions o;
+  o.bucket = "b";
+  o.prefix = "p/";
+  FileSystem fs(odd, *cache_, *pool_, metrics_, o);
+  auto entries = fs.readdir(kRootIno);
+  ASSERT_TRUE(entries) << entries.error().describe();
+  ASSERT_EQ(entries->size(), 1u);
+  EXPECT_EQ((*entries)[0].name, "a");
+}
+
+TEST_F(FileSystemTest, ReleaseChildChecksTheCallerAndDropsTheData) {
+  std::string data = random_bytes(1048576, 20);
+  put("p/d/f", data);
+  auto& fs = mount();
+  Ino d = lookup_path(fs, "d");
+  Ino f = lookup_path(fs, "d/f");
+  EXPECT_TRUE(read_all(fs, f) == data);
+  EXPECT_EQ(*fs.getxattr(f, "user.nacre.cached_bytes"), std::to_string(data.size()));
+  const uid_t stranger = ::getuid() == 0 ? 4242 : ::getuid() + 1;
+  EXPECT_EQ(to_errno(fs.release_child(d, "f", stranger).error()), EACCES);
+  EXPECT_EQ(to_errno(fs.release_child(d, "nope", 0).error()), ENOENT);
+  EXPECT_EQ(to_errno(fs.release_child(kRootIno, "d", 0).error()), EISDIR);
+  ASSERT_TRUE(fs.release_child(d, "f", ::getuid()));
+  EXPECT_EQ(*fs.getxattr(f, "user.nacre.cached_bytes"), "0");
+  EXPECT_TRUE(read_all(fs, f) == data);
+}
+
+TEST_F(FileSystemTest, SetuidBitsAreMaskedUnlessTheMountAllowsThem) {
+  put("p/tool", "x", {{"file-permissions", "0106755"}});
+  auto& fs = mount();
+  EXPECT_EQ(fs.lookup(kRootIno, "tool")->mode, S_IFREG | 0755);
+  FsOptions o;
+  o.allow_suid = true;
+  auto& suid = mount(o);
+  EXPECT_EQ(suid.lookup(kRootIno, "tool")->mode, S_IFREG | 06755);
+}
+
+TEST_F(FileSystemTest, ContainSymlinksRefusesTargetsOutsideTheMount) {
+  put("p/abs", "/etc/shadow", {{"file-permissions", "0120777"}});
+  put("p/d/up", "../../x", {{"file-permissions", "0120777"}});
+  put("p/d/ok", "../abs", {{"file-permissions", "0120777"}});
+  FsOptions o;
+  o.contain_symlinks = true;
+  auto& fs = mount(o);
+  EXPECT_EQ(to_errno(fs.readlink(lookup_path(fs, "abs")).error()), EACCES);
+  EXPECT_EQ(to_errno(fs.readlink(lookup_path(fs, "d/up")).error()), EACCES);
+  EXPECT_EQ(*fs.readlink(lookup_path(fs, "d/ok")), "../abs");
+  EXPECT_EQ(metrics_.refused_symlinks.load(), 2u);
+  auto& open_fs = mount();
+  EXPECT_EQ(*open_fs.readlink(lookup_path(open_fs, "abs")), "/etc/shadow");
 }
 
 }  // namespace

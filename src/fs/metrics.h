@@ -17,8 +17,12 @@ struct Metrics {
   std::atomic<uint64_t> cache_hit_blocks{0};
   std::atomic<uint64_t> cache_miss_blocks{0};
   std::atomic<uint64_t> read_bytes{0};
-  std::atomic<uint64_t> hidden_keys{0};  // keys that cannot be names (see names.h)
+  std::atomic<uint64_t> hidden_keys{0};    // keys that cannot be names (see names.h)
   std::atomic<uint64_t> shadowed_keys{0};  // files hidden by a directory of the same name
+  // Bytes read straight from S3 because the cache would not take them (its bounds
+  // were reached with data in use, or the disk was full).
+  std::atomic<uint64_t> uncached_read_bytes{0};
+  std::atomic<uint64_t> refused_symlinks{0};  // --contain-symlinks refusals
 
   void count_request(const std::string& op) { bump(requests_, op); }
   void count_error(const std::string& op, const std::string& code) {

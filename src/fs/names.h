@@ -12,4 +12,14 @@ inline constexpr size_t kMaxNameLength = 255;
 
 bool is_valid_name(std::string_view name);
 
+// Whether a symlink whose directory is `depth` levels below the mount root (0: the
+// root itself) and whose target is `target` surely resolves inside the mount: a
+// relative target whose ".." components all lead it and climb at most `depth`
+// levels. A ".." after a named component is refused: that component may itself be
+// a symlink, after which ".." climbs from wherever it led. Absolute targets and
+// empty ones are refused.
+// Used by --contain-symlinks: anyone who can write the bucket could otherwise point
+// a pod at paths of the node.
+bool symlink_stays_inside(size_t depth, std::string_view target);
+
 }  // namespace nacre::fs

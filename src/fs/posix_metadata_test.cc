@@ -25,7 +25,8 @@ TEST(PosixMetadata, IgnoresGarbage) {
   EXPECT_FALSE(p.uid);
   EXPECT_FALSE(p.gid);
   EXPECT_FALSE(p.mtime_ns);
-  EXPECT_FALSE(decode_posix_metadata({{"file-permissions", "0060644"}}).mode) << "block devices are not objects";
+  EXPECT_FALSE(decode_posix_metadata({{"file-permissions", "0060644"}}).mode)
+      << "block devices are not objects";
 }
 
 TEST(PosixMetadata, RoundTrips) {

@@ -1,16 +1,22 @@
 #define FUSE_USE_VERSION 35
 #include "fuse/fuse_mount.h"
 
+#include <cxxabi.h>
 #include <fuse3/fuse_lowlevel.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
+#include <chrono>
 #include <csignal>
 #include <cstring>
 #include <fstream>
+#include <mutex>
+#include <new>
 #include <sstream>
+#include <thread>
 
 #include "fs/errno_map.h"
+#include "fuse/control_ioctl.h"
 
 namespace nacre::fuse {
 
@@ -22,9 +28,40 @@ namespace {
 // to copying every reply for good. 1008 KiB keeps header + data within 1 MiB.
 constexpr unsigned kMaxRead = 1008 * 1024;
 
-fs::FileSystem& fs_of(fuse_req_t req) { return *static_cast<fs::FileSystem*>(fuse_req_userdata(req)); }
+fs::FileSystem& fs_of(fuse_req_t req) {
+  return *static_cast<fs::FileSystem*>(fuse_req_userdata(req));
+}
 
-void reply_error(fuse_req_t req, const Error& e) { fuse_reply_err(req, fs::to_errno(e)); }
+void reply_error(fuse_req_t req, const Error& e) {
+  fuse_reply_err(req, fs::to_errno(e));
+}
+
+// No exception may cross into libfuse (C) or end a worker thread: every
+// callback runs its body through this. The body replies last, so an exception
+// always comes before the reply and the request gets exactly one answer.
+// `replies` is false for forget, which takes no reply but fuse_reply_none.
+template <typename Body>
+void guarded(fuse_req_t req, const char* op, Body&& body, bool replies = true) {
+  int err = EIO;
+  try {
+    body();
+    return;
+  } catch (abi::__forced_unwind&) {
+    throw;  // thread cancellation must unwind
+  } catch (const std::bad_alloc&) {
+    spdlog::error("{}: out of memory", op);
+    err = ENOMEM;
+  } catch (const std::exception& e) {
+    spdlog::error("{}: internal error: {}", op, e.what());
+  } catch (...) {
+    spdlog::error("{}: internal error (unknown exception)", op);
+  }
+  if (replies) {
+    fuse_reply_err(req, err);
+  } else {
+    fuse_reply_none(req);
+  }
+}
 
 struct stat to_stat(const fs::Attr& a) {
   struct stat st {};
@@ -58,77 +95,105 @@ void on_init(void*, fuse_conn_info* conn) {
 }
 
 void on_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
-  auto& fs = fs_of(req);
-  auto attr = fs.lookup(parent, name);
-  if (!attr) {
-    if (attr.error().code == ErrorCode::kNoSuchKey) {
-      // A negative entry: the kernel caches the absence for the TTL.
-      fuse_entry_param e{};
-      e.ino = 0;
-      e.entry_timeout = fs.timeout_seconds();
-      fuse_reply_entry(req, &e);
+  guarded(req, "lookup", [&] {
+    auto& fs = fs_of(req);
+    auto attr = fs.lookup(parent, name);
+    if (!attr) {
+      if (attr.error().code == ErrorCode::kNotFound) {
+        // A negative entry: the kernel caches the absence for the TTL.
+        fuse_entry_param e{};
+        e.ino = 0;
+        e.entry_timeout = fs.timeout_seconds();
+        fuse_reply_entry(req, &e);
+        return;
+      }
+      reply_error(req, attr.error());
       return;
     }
-    reply_error(req, attr.error());
-    return;
-  }
-  fuse_entry_param e{};
-  e.ino = attr->ino;
-  e.attr = to_stat(*attr);
-  e.attr_timeout = fs.timeout_seconds();
-  e.entry_timeout = fs.timeout_seconds();
-  fuse_reply_entry(req, &e);
+    fuse_entry_param e{};
+    e.ino = attr->ino;
+    e.attr = to_stat(*attr);
+    e.attr_timeout = fs.timeout_seconds();
+    e.entry_timeout = fs.timeout_seconds();
+    // An interrupted lookup's reply is dropped: the kernel never got the reference.
+    if (fuse_reply_entry(req, &e) != 0) fs.forget(attr->ino, 1);
+  });
 }
 
 void on_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
-  fs_of(req).forget(ino, nlookup);
-  fuse_reply_none(req);
+  guarded(
+      req, "forget",
+      [&] {
+        fs_of(req).forget(ino, nlookup);
+        fuse_reply_none(req);
+      },
+      /*replies=*/false);
 }
 
 void on_forget_multi(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
-  for (size_t i = 0; i < count; ++i) fs_of(req).forget(forgets[i].ino, forgets[i].nlookup);
-  fuse_reply_none(req);
+  guarded(
+      req, "forget",
+      [&] {
+        for (size_t i = 0; i < count; ++i) fs_of(req).forget(forgets[i].ino, forgets[i].nlookup);
+        fuse_reply_none(req);
+      },
+      /*replies=*/false);
 }
 
 void on_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
-  auto& fs = fs_of(req);
-  auto attr = fs.getattr(ino);
-  if (!attr) return reply_error(req, attr.error());
-  struct stat st = to_stat(*attr);
-  fuse_reply_attr(req, &st, fs.timeout_seconds());
+  guarded(req, "getattr", [&] {
+    auto& fs = fs_of(req);
+    auto attr = fs.getattr(ino);
+    if (!attr) return reply_error(req, attr.error());
+    struct stat st = to_stat(*attr);
+    fuse_reply_attr(req, &st, fs.timeout_seconds());
+  });
 }
 
 void on_readlink(fuse_req_t req, fuse_ino_t ino) {
-  auto target = fs_of(req).readlink(ino);
-  if (!target) return reply_error(req, target.error());
-  fuse_reply_readlink(req, target->c_str());
+  guarded(req, "readlink", [&] {
+    auto target = fs_of(req).readlink(ino);
+    if (!target) return reply_error(req, target.error());
+    fuse_reply_readlink(req, target->c_str());
+  });
 }
 
 void on_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-  auto r = fs_of(req).open(ino, fi->flags);
-  if (!r) return reply_error(req, r.error());
-  fi->fh = r->fh;
-  fi->keep_cache = r->keep_cache;
-  fuse_reply_open(req, fi);
+  guarded(req, "open", [&] {
+    auto r = fs_of(req).open(ino, fi->flags);
+    if (!r) return reply_error(req, r.error());
+    fi->fh = r->fh;
+    fi->keep_cache = r->keep_cache;
+    if (fuse_reply_open(req, fi) != 0) {
+      fs_of(req).release(r->fh);  // the opener was interrupted: nobody will release it
+    }
+  });
 }
 
 void on_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
-  auto r = fs_of(req).read(fi->fh, static_cast<uint64_t>(off), size);
-  if (!r) return reply_error(req, r.error());
-  if (r->length == 0 || r->fd < 0) {
-    fuse_reply_buf(req, r->data.data(), r->data.size());
-    return;
-  }
-  fuse_bufvec buf = FUSE_BUFVEC_INIT(r->length);
-  buf.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
-  buf.buf[0].fd = r->fd;
-  buf.buf[0].pos = static_cast<off_t>(r->offset);
-  fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+  guarded(req, "read", [&] {
+    // `r` owns the cache file's fd (r->source) until fuse_reply_data returns:
+    // the splice reads from it after a concurrent release may have dropped
+    // every other reference.
+    auto r = fs_of(req).read(fi->fh, static_cast<uint64_t>(off), size);
+    if (!r) return reply_error(req, r.error());
+    if (r->length == 0 || r->fd < 0) {
+      fuse_reply_buf(req, r->data.data(), r->data.size());
+      return;
+    }
+    fuse_bufvec buf = FUSE_BUFVEC_INIT(r->length);
+    buf.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+    buf.buf[0].fd = r->fd;
+    buf.buf[0].pos = static_cast<off_t>(r->offset);
+    fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+  });
 }
 
 void on_release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
-  fs_of(req).release(fi->fh);
-  fuse_reply_err(req, 0);
+  guarded(req, "release", [&] {
+    fs_of(req).release(fi->fh);
+    fuse_reply_err(req, 0);
+  });
 }
 
 // A directory handle holds the listing snapshot taken at opendir, so that
@@ -138,42 +203,46 @@ struct DirHandle {
 };
 
 void on_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-  auto entries = fs_of(req).readdir(ino);
-  if (!entries) return reply_error(req, entries.error());
-  auto* h = new DirHandle{std::move(*entries)};
-  fi->fh = reinterpret_cast<uint64_t>(h);
-  fi->cache_readdir = 0;
-  fuse_reply_open(req, fi);
+  guarded(req, "opendir", [&] {
+    auto entries = fs_of(req).readdir(ino);
+    if (!entries) return reply_error(req, entries.error());
+    auto h = std::make_unique<DirHandle>(DirHandle{std::move(*entries)});
+    fi->fh = reinterpret_cast<uint64_t>(h.get());
+    fi->cache_readdir = 0;
+    if (fuse_reply_open(req, fi) == 0) h.release();  // owned by the kernel's handle now
+  });
 }
 
 void on_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
-  auto* h = reinterpret_cast<DirHandle*>(fi->fh);
-  std::string buf(size, '\0');
-  size_t used = 0;
-  // Offsets: 0 ".", 1 "..", 2.. entries; each entry's offset is the next one's.
-  for (size_t i = static_cast<size_t>(off); i < h->entries.size() + 2; ++i) {
-    struct stat st {};
-    const char* name;
-    if (i == 0) {
-      name = ".";
-      st.st_ino = ino;
-      st.st_mode = S_IFDIR;
-    } else if (i == 1) {
-      name = "..";
-      st.st_ino = 1;
-      st.st_mode = S_IFDIR;
-    } else {
-      const auto& e = h->entries[i - 2];
-      name = e.name.c_str();
-      st.st_ino = e.ino;
-      st.st_mode = e.type;
+  guarded(req, "readdir", [&] {
+    auto* h = reinterpret_cast<DirHandle*>(fi->fh);
+    std::string buf(size, '\0');
+    size_t used = 0;
+    // Offsets: 0 ".", 1 "..", 2.. entries; each entry's offset is the next one's.
+    for (size_t i = static_cast<size_t>(off); i < h->entries.size() + 2; ++i) {
+      struct stat st {};
+      const char* name;
+      if (i == 0) {
+        name = ".";
+        st.st_ino = ino;
+        st.st_mode = S_IFDIR;
+      } else if (i == 1) {
+        name = "..";
+        st.st_ino = 1;
+        st.st_mode = S_IFDIR;
+      } else {
+        const auto& e = h->entries[i - 2];
+        name = e.name.c_str();
+        st.st_ino = e.ino;
+        st.st_mode = e.type;
+      }
+      size_t n = fuse_add_direntry(req, buf.data() + used, size - used, name, &st,
+                                   static_cast<off_t>(i + 1));
+      if (n > size - used) break;
+      used += n;
     }
-    size_t n = fuse_add_direntry(req, buf.data() + used, size - used, name, &st,
-                                 static_cast<off_t>(i + 1));
-    if (n > size - used) break;
-    used += n;
-  }
-  fuse_reply_buf(req, buf.data(), used);
+    fuse_reply_buf(req, buf.data(), used);
+  });
 }
 
 void on_releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
@@ -196,58 +265,94 @@ void on_statfs(fuse_req_t req, fuse_ino_t) {
 }
 
 void on_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
-  auto value = fs_of(req).getxattr(ino, name);
-  if (!value) {
-    int err = value.error().code == ErrorCode::kNotSupported ? ENODATA : fs::to_errno(value.error());
-    fuse_reply_err(req, err);
-    return;
-  }
-  if (size == 0) return (void)fuse_reply_xattr(req, value->size());
-  if (size < value->size()) return (void)fuse_reply_err(req, ERANGE);
-  fuse_reply_buf(req, value->data(), value->size());
+  guarded(req, "getxattr", [&] {
+    auto value = fs_of(req).getxattr(ino, name);
+    if (!value) return reply_error(req, value.error());
+    if (size == 0) return (void)fuse_reply_xattr(req, value->size());
+    if (size < value->size()) return (void)fuse_reply_err(req, ERANGE);
+    fuse_reply_buf(req, value->data(), value->size());
+  });
 }
 
 void on_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
-  auto names = fs_of(req).listxattr(ino);
-  if (!names) return reply_error(req, names.error());
-  std::string all;
-  for (const auto& n : *names) all += n + '\0';
-  if (size == 0) return (void)fuse_reply_xattr(req, all.size());
-  if (size < all.size()) return (void)fuse_reply_err(req, ERANGE);
-  fuse_reply_buf(req, all.data(), all.size());
+  guarded(req, "listxattr", [&] {
+    auto names = fs_of(req).listxattr(ino);
+    if (!names) return reply_error(req, names.error());
+    std::string all;
+    for (const auto& n : *names) {
+      all += n;
+      all.push_back('\0');
+    }
+    if (size == 0) return (void)fuse_reply_xattr(req, all.size());
+    if (size < all.size()) return (void)fuse_reply_err(req, ERANGE);
+    fuse_reply_buf(req, all.data(), all.size());
+  });
 }
 
 void on_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size,
                  int) {
-  auto st = fs_of(req).setxattr(ino, name, std::string(value, size));
-  if (!st) {
-    int err = st.error().code == ErrorCode::kNotSupported ? ENOTSUP : fs::to_errno(st.error());
-    fuse_reply_err(req, err);
-    return;
-  }
-  fuse_reply_err(req, 0);
+  guarded(req, "setxattr", [&] {
+    auto st = fs_of(req).setxattr(ino, name, std::string(value, size));
+    if (!st) return reply_error(req, st.error());
+    fuse_reply_err(req, 0);
+  });
+}
+
+// The control channel (fuse/control_ioctl.h). Anything else: ENOTTY, as for a
+// file system without ioctls.
+void on_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void*, fuse_file_info*,
+              unsigned flags, const void* in_buf, size_t in_size, size_t) {
+  guarded(req, "ioctl", [&] {
+    if (cmd != static_cast<unsigned int>(kReleaseIoctl) || !(flags & FUSE_IOCTL_DIR) ||
+        in_size != sizeof(ReleaseRequest)) {
+      return (void)fuse_reply_err(req, ENOTTY);
+    }
+    const auto* arg = static_cast<const ReleaseRequest*>(in_buf);
+    std::string name(arg->name, strnlen(arg->name, sizeof arg->name));
+    auto st = fs_of(req).release_child(ino, name, fuse_req_ctx(req)->uid);
+    if (!st) return reply_error(req, st.error());
+    fuse_reply_ioctl(req, 0, nullptr, 0);
+  });
 }
 
 // Every change to the namespace or to data goes through the core, which
 // decides the answer (today: read-only).
-void refuse(fuse_req_t req) { reply_error(req, fs_of(req).modify().error()); }
-void on_mknod(fuse_req_t req, fuse_ino_t, const char*, mode_t, dev_t) { refuse(req); }
-void on_mkdir(fuse_req_t req, fuse_ino_t, const char*, mode_t) { refuse(req); }
-void on_unlink(fuse_req_t req, fuse_ino_t, const char*) { refuse(req); }
-void on_rmdir(fuse_req_t req, fuse_ino_t, const char*) { refuse(req); }
-void on_symlink(fuse_req_t req, const char*, fuse_ino_t, const char*) { refuse(req); }
+void refuse(fuse_req_t req) {
+  guarded(req, "modify", [&] { reply_error(req, fs_of(req).modify().error()); });
+}
+void on_mknod(fuse_req_t req, fuse_ino_t, const char*, mode_t, dev_t) {
+  refuse(req);
+}
+void on_mkdir(fuse_req_t req, fuse_ino_t, const char*, mode_t) {
+  refuse(req);
+}
+void on_unlink(fuse_req_t req, fuse_ino_t, const char*) {
+  refuse(req);
+}
+void on_rmdir(fuse_req_t req, fuse_ino_t, const char*) {
+  refuse(req);
+}
+void on_symlink(fuse_req_t req, const char*, fuse_ino_t, const char*) {
+  refuse(req);
+}
 void on_rename(fuse_req_t req, fuse_ino_t, const char*, fuse_ino_t, const char*, unsigned) {
   refuse(req);
 }
 void on_link(fuse_req_t req, fuse_ino_t, fuse_ino_t, const char*) {
-  reply_error(req, fs_of(req).link().error());
+  guarded(req, "link", [&] { reply_error(req, fs_of(req).link().error()); });
 }
-void on_setattr(fuse_req_t req, fuse_ino_t, struct stat*, int, fuse_file_info*) { refuse(req); }
-void on_create(fuse_req_t req, fuse_ino_t, const char*, mode_t, fuse_file_info*) { refuse(req); }
+void on_setattr(fuse_req_t req, fuse_ino_t, struct stat*, int, fuse_file_info*) {
+  refuse(req);
+}
+void on_create(fuse_req_t req, fuse_ino_t, const char*, mode_t, fuse_file_info*) {
+  refuse(req);
+}
 void on_write(fuse_req_t req, fuse_ino_t, const char*, size_t, off_t, fuse_file_info*) {
   refuse(req);
 }
-void on_removexattr(fuse_req_t req, fuse_ino_t, const char*) { refuse(req); }
+void on_removexattr(fuse_req_t req, fuse_ino_t, const char*) {
+  refuse(req);
+}
 
 const fuse_lowlevel_ops kOps = [] {
   fuse_lowlevel_ops ops{};
@@ -267,6 +372,7 @@ const fuse_lowlevel_ops kOps = [] {
   ops.getxattr = on_getxattr;
   ops.listxattr = on_listxattr;
   ops.setxattr = on_setxattr;
+  ops.ioctl = on_ioctl;
   ops.mknod = on_mknod;
   ops.mkdir = on_mkdir;
   ops.unlink = on_unlink;
@@ -305,9 +411,16 @@ void tune_read_ahead(const std::string& mountpoint, unsigned kb) {
 
 }  // namespace
 
-Result<std::unique_ptr<FuseMount>> FuseMount::mount(fs::FileSystem& fs, const MountOptions& options) {
-  std::vector<std::string> args = {"nacre", "-o", "fsname=" + options.fsname, "-o",
-                                   "subtype=nacre", "-o", "max_read=" + std::to_string(kMaxRead), "-o",
+Result<std::unique_ptr<FuseMount>> FuseMount::mount(fs::FileSystem& fs,
+                                                    const MountOptions& options) {
+  std::vector<std::string> args = {"nacre",
+                                   "-o",
+                                   "fsname=" + options.fsname,
+                                   "-o",
+                                   "subtype=nacre",
+                                   "-o",
+                                   "max_read=" + std::to_string(kMaxRead),
+                                   "-o",
                                    "default_permissions"};
   if (options.read_only) args.insert(args.end(), {"-o", "ro"});
   if (options.allow_other) args.insert(args.end(), {"-o", "allow_other"});
@@ -336,14 +449,30 @@ FuseMount::~FuseMount() {
   }
 }
 
-Status FuseMount::daemonize(bool foreground) {
-  if (fuse_daemonize(foreground ? 1 : 0) != 0) return fail(ErrorCode::kIo, "cannot daemonise");
-  return {};
-}
-
-Status FuseMount::run() {
-  if (fuse_set_signal_handlers(session_) != 0) return fail(ErrorCode::kIo, "cannot set signal handlers");
+Status FuseMount::run(std::function<void()> on_exit) {
+  if (fuse_set_signal_handlers(session_) != 0)
+    return fail(ErrorCode::kIo, "cannot set signal handlers");
   tune_read_ahead(options_.mountpoint, options_.read_ahead_kb);
+  // libfuse's loop returns only after joining its workers, and a worker may be
+  // waiting for a GET (up to attempts x stall timeout). Unmount must take
+  // seconds (a pod gets 30 s to terminate): this watcher sees the session end
+  // (unmount or signal) and lets the caller cancel what the workers wait for.
+  // libfuse resets the exited flag before the loop returns, so when no worker
+  // is busy the watcher may miss it: on_exit also runs once the loop is over
+  // (background fetches may still be waiting then).
+  std::once_flag exit_once;
+  auto exited = [&] {
+    if (on_exit) std::call_once(exit_once, on_exit);
+  };
+  std::jthread watcher([this, &exited](std::stop_token stop) {
+    while (!stop.stop_requested()) {
+      if (fuse_session_exited(session_)) {
+        exited();
+        return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  });
   fuse_loop_config* config = fuse_loop_cfg_create();
   fuse_loop_cfg_set_max_threads(config, static_cast<unsigned>(options_.max_threads));
   // Keep the workers: by default libfuse lets idle ones exit, and async reads
@@ -351,6 +480,9 @@ Status FuseMount::run() {
   fuse_loop_cfg_set_idle_threads(config, static_cast<unsigned>(options_.max_threads));
   fuse_loop_cfg_set_clone_fd(config, 0);
   int rc = fuse_session_loop_mt(session_, config);
+  watcher.request_stop();
+  watcher.join();
+  exited();
   fuse_loop_cfg_destroy(config);
   fuse_remove_signal_handlers(session_);
   if (rc != 0 && rc != SIGTERM && rc != SIGINT && rc != SIGHUP) {

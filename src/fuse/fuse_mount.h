@@ -3,6 +3,7 @@
 // replies are spliced from the cache file (fd-backed fuse_bufvec).
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -32,11 +33,11 @@ class FuseMount {
                                                                 const MountOptions& options);
   ~FuseMount();  // unmounts
 
-  // Detaches from the terminal unless `foreground` (libfuse's daemonise: the
-  // parent exits once the child is ready). Call before any thread starts.
-  [[nodiscard]] static Status daemonize(bool foreground);
   // Serves requests until the file system is unmounted or a signal arrives.
-  [[nodiscard]] Status run();
+  // `on_exit` runs (once, on another thread) as soon as the session ends,
+  // while workers may still be busy: it must make their requests end quickly
+  // (cancel transfers), because run() returns only when every worker has.
+  [[nodiscard]] Status run(std::function<void()> on_exit = {});
   // Drops the kernel's cached pages of `ino` (after `nacre release`).
   void invalidate_data(fs::Ino ino);
   fuse_session* session() const { return session_; }

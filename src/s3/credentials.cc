@@ -1,14 +1,18 @@
 #include "s3/credentials.h"
 
-#include "s3/uri.h"
+#include <arpa/inet.h>
+#include <strings.h>
 
-#include <pugixml.hpp>
-
+#include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <ctime>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <pugixml.hpp>
 #include <sstream>
+
+#include "s3/uri.h"
 
 extern char** environ;
 
@@ -109,14 +113,14 @@ class ProfileProvider : public CredentialsProvider {
     }
     std::string id = values["aws_access_key_id"], secret = values["aws_secret_access_key"];
     if (id.empty() || secret.empty()) {
-      std::string why = "profile '" + profile + "' has no aws_access_key_id/aws_secret_access_key in " +
-                        creds_path + " or " + config_path;
+      std::string why = "profile '" + profile +
+                        "' has no aws_access_key_id/aws_secret_access_key in " + creds_path +
+                        " or " + config_path;
       // A profile the user named must exist; the implicit default may not.
       if (explicit_profile) return fail(ErrorCode::kInvalidCredentials, why);
       return not_applicable(why);
     }
-    return Credentials{id, secret, values["aws_session_token"], std::nullopt,
-                       "profile " + profile};
+    return Credentials{id, secret, values["aws_session_token"], std::nullopt, "profile " + profile};
   }
 
  private:
@@ -146,15 +150,16 @@ class WebIdentityProvider : public CredentialsProvider {
     if (endpoint.empty()) {
       std::string region = env_.get("AWS_REGION");
       if (region.empty()) region = env_.get("AWS_DEFAULT_REGION");
-      endpoint = region.empty() ? "https://sts.amazonaws.com"
-                                : "https://sts." + region + ".amazonaws.com";
+      endpoint =
+          region.empty() ? "https://sts.amazonaws.com" : "https://sts." + region + ".amazonaws.com";
     }
     QueryParams form{{"Action", "AssumeRoleWithWebIdentity"},
                      {"Version", "2011-06-15"},
                      {"RoleArn", role},
                      {"RoleSessionName", session},
                      {"WebIdentityToken", trim(*token)}};
-    SimpleHttpRequest req{"POST", endpoint + "/",
+    SimpleHttpRequest req{"POST",
+                          endpoint + "/",
                           {{"Content-Type", "application/x-www-form-urlencoded"}},
                           build_query(form)};
     auto resp = http_(req);
@@ -194,9 +199,72 @@ Result<Credentials> parse_json_credentials(const std::string& body, const std::s
   Credentials c{j.value("AccessKeyId", ""), j.value("SecretAccessKey", ""), j.value("Token", ""),
                 parse_iso8601(j.value("Expiration", "")), source};
   if (c.access_key_id.empty() || c.secret_access_key.empty()) {
-    return fail(ErrorCode::kMalformedResponse, source + " answer has no AccessKeyId/SecretAccessKey");
+    return fail(ErrorCode::kMalformedResponse,
+                source + " answer has no AccessKeyId/SecretAccessKey");
   }
   return c;
+}
+
+// Plain-http hosts the AWS SDKs let the container provider talk to: the
+// loopback (a sidecar agent) and the ECS and EKS Pod Identity agents'
+// link-local addresses. Literal matches only: no DNS lookup, so a name can
+// never resolve somewhere else later.
+bool allowed_plain_http_host(std::string host) {
+  std::transform(host.begin(), host.end(), host.begin(),
+                 [](unsigned char c) { return std::tolower(c); });
+  if (host == "localhost") return true;
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') {
+    in6_addr a{}, b{};
+    if (inet_pton(AF_INET6, host.substr(1, host.size() - 2).c_str(), &a) != 1) return false;
+    for (const char* ok : {"::1", "fd00:ec2::23"}) {
+      if (inet_pton(AF_INET6, ok, &b) == 1 && std::memcmp(&a, &b, sizeof a) == 0) return true;
+    }
+    return false;
+  }
+  in_addr v4{};
+  // inet_pton takes only the dotted-quad form: "127.0.0.1.evil.com" and
+  // "0x7f000001" are not addresses.
+  if (inet_pton(AF_INET, host.c_str(), &v4) != 1) return false;
+  uint32_t ip = ntohl(v4.s_addr);
+  return (ip >> 24) == 127 || host == "169.254.170.2" || host == "169.254.170.23";
+}
+
+// Whether the credentials may be fetched from `url`: https to any host, plain
+// http only to the hosts above (credentials and the authorization token would
+// otherwise cross the network in clear text, to wherever an environment
+// variable points). The authority must be exactly HOST or HOST:PORT, so no
+// user-info, backslash or other trick can make curl see another host.
+Status check_container_url(const std::string& url) {
+  auto refuse = [&](const std::string& why) -> Status {
+    return fail(ErrorCode::kInvalidArgument,
+                "container credentials URI '" + url + "' refused: " + why +
+                    " (set AWS_CONTAINER_CREDENTIALS_FULL_URI to an https:// URL, or http:// to "
+                    "127.0.0.0/8, localhost, [::1], 169.254.170.2, 169.254.170.23 or "
+                    "[fd00:ec2::23])");
+  };
+  size_t sep = url.find("://");
+  if (sep == std::string::npos) return refuse("it is not an http:// or https:// URL");
+  std::string scheme = url.substr(0, sep);
+  if (strcasecmp(scheme.c_str(), "https") == 0) return {};
+  if (strcasecmp(scheme.c_str(), "http") != 0) return refuse("the scheme must be http or https");
+  std::string authority = url.substr(sep + 3, url.find_first_of("/?#", sep + 3) - (sep + 3));
+  std::string host = authority, port;
+  if (!authority.empty() && authority.front() == '[') {
+    size_t close = authority.find(']');
+    if (close == std::string::npos) return refuse("the host is malformed");
+    host = authority.substr(0, close + 1);
+    std::string rest = authority.substr(close + 1);
+    if (!rest.empty() && rest.front() != ':') return refuse("the host is malformed");
+    if (!rest.empty()) port = rest.substr(1);
+  } else if (size_t colon = authority.rfind(':'); colon != std::string::npos) {
+    host = authority.substr(0, colon);
+    port = authority.substr(colon + 1);
+  }
+  bool port_ok = std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; });
+  if (!port_ok || !allowed_plain_http_host(host)) {
+    return refuse("plain http is allowed only to the loopback or the ECS/EKS credential agents");
+  }
+  return {};
 }
 
 class ContainerProvider : public CredentialsProvider {
@@ -208,6 +276,10 @@ class ContainerProvider : public CredentialsProvider {
     std::string relative = env_.get("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI");
     if (url.empty() && !relative.empty()) url = "http://169.254.170.2" + relative;
     if (url.empty()) return not_applicable("AWS_CONTAINER_CREDENTIALS_FULL_URI is not set");
+    // Checked for the relative form too: "@host/..." would move it elsewhere.
+    // Not kCredentialsUnavailable: the chain must stop and say so rather than
+    // quietly fall through to another source of credentials.
+    if (auto ok = check_container_url(url); !ok) return std::unexpected(ok.error());
     SimpleHttpRequest req{"GET", url, {}, ""};
     std::string token = env_.get("AWS_CONTAINER_AUTHORIZATION_TOKEN");
     std::string token_file = env_.get("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE");
@@ -243,8 +315,10 @@ class ImdsProvider : public CredentialsProvider {
     std::string base = env_.get("AWS_EC2_METADATA_SERVICE_ENDPOINT");
     if (base.empty()) base = "http://169.254.169.254";
     while (base.ends_with('/')) base.pop_back();
-    auto token = http_({"PUT", base + "/latest/api/token",
-                        {{"X-aws-ec2-metadata-token-ttl-seconds", "21600"}}, ""});
+    auto token = http_({"PUT",
+                        base + "/latest/api/token",
+                        {{"X-aws-ec2-metadata-token-ttl-seconds", "21600"}},
+                        ""});
     // Off EC2 the address does not answer: the chain just ends here.
     if (!token) return not_applicable("no instance metadata service at " + base);
     if (token->status != 200) {
@@ -261,9 +335,9 @@ class ImdsProvider : public CredentialsProvider {
     auto creds = http_({"GET", path + name, auth, ""});
     if (!creds) return std::unexpected(creds.error());
     if (creds->status != 200) {
-      return fail(ErrorCode::kInvalidCredentials,
-                  "IMDS credentials for role " + name + " answered HTTP " +
-                      std::to_string(creds->status));
+      return fail(
+          ErrorCode::kInvalidCredentials,
+          "IMDS credentials for role " + name + " answered HTTP " + std::to_string(creds->status));
     }
     return parse_json_credentials(creds->body, "instance metadata (role " + name + ")");
   }
@@ -280,8 +354,7 @@ class CachingProvider : public CredentialsProvider {
       : inner_(std::move(inner)), margin_(margin) {}
   Result<Credentials> get() override {
     std::lock_guard lock(mu_);
-    if (cached_ &&
-        (!cached_->expiration || Clock::now() + margin_ < *cached_->expiration)) {
+    if (cached_ && (!cached_->expiration || Clock::now() + margin_ < *cached_->expiration)) {
       return *cached_;
     }
     auto fresh = inner_->get();

@@ -24,9 +24,9 @@ using Clock = std::chrono::system_clock;
 struct Credentials {
   std::string access_key_id;
   std::string secret_access_key;
-  std::string session_token;               // empty for long-term keys
+  std::string session_token;                    // empty for long-term keys
   std::optional<Clock::time_point> expiration;  // set for temporary credentials
-  std::string source;                      // which provider produced them, for messages
+  std::string source;                           // which provider produced them, for messages
 };
 
 class CredentialsProvider {
@@ -74,6 +74,10 @@ std::unique_ptr<CredentialsProvider> make_web_identity_provider(CredentialsEnvir
                                                                 SimpleHttp http);
 // AWS_CONTAINER_CREDENTIALS_FULL_URI (or _RELATIVE_URI) with the token from
 // AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE / AWS_CONTAINER_AUTHORIZATION_TOKEN.
+// As in the AWS SDKs, the URI must be https, or plain http to a loopback
+// address (127.0.0.0/8, [::1], localhost) or an ECS / EKS Pod Identity agent
+// (169.254.170.2, 169.254.170.23, [fd00:ec2::23]); any other URI is a
+// kInvalidArgument error naming it, which stops the chain.
 std::unique_ptr<CredentialsProvider> make_container_provider(CredentialsEnvironment env,
                                                              SimpleHttp http);
 // IMDSv2 at AWS_EC2_METADATA_SERVICE_ENDPOINT (default http://169.254.169.254);

@@ -1,7 +1,5 @@
 #include "s3/faulty_object_client.h"
 
-#include <thread>
-
 namespace nacre::s3 {
 
 void FaultyObjectClient::fail_nth(int nth, Error error, std::string op) {
@@ -31,9 +29,25 @@ void FaultyObjectClient::clear() {
   delay_ms_ = 0;
 }
 
+void FaultyObjectClient::cancel_all() {
+  {
+    std::lock_guard lock(mu_);
+    cancelled_ = true;
+  }
+  cancel_cv_.notify_all();
+  inner_.cancel_all();
+}
+
 std::optional<Error> FaultyObjectClient::inject(const std::string& op) {
-  if (long long d = delay_ms_; d > 0) std::this_thread::sleep_for(std::chrono::milliseconds(d));
-  std::lock_guard lock(mu_);
+  std::unique_lock lock(mu_);
+  if (long long d = delay_ms_; d > 0) {
+    // The lock is released while waiting, so other requests and cancel_all()
+    // are not held up by a delayed one.
+    cancel_cv_.wait_for(lock, std::chrono::milliseconds(d), [this] { return cancelled_.load(); });
+  }
+  if (cancelled_) {
+    return Error{ErrorCode::kCancelled, op + ": cancelled (the client is shut down)", {}, {}, 0};
+  }
   if (all_error_ && (all_op_.empty() || all_op_ == op)) return all_error_;
   if (nth_error_ && (countdown_op_.empty() || countdown_op_ == op) && --countdown_ == 0) {
     auto e = std::move(nth_error_);
@@ -43,7 +57,7 @@ std::optional<Error> FaultyObjectClient::inject(const std::string& op) {
   return std::nullopt;
 }
 
-#define NACRE_INJECT(op)                                   \
+#define NACRE_INJECT(op) \
   if (auto injected = inject(op)) return std::unexpected(*injected)
 
 Result<ObjectInfo> FaultyObjectClient::head_object(const std::string& bucket,
@@ -137,8 +151,7 @@ Result<std::string> FaultyObjectClient::complete_multipart_upload(
   return inner_.complete_multipart_upload(bucket, key, upload_id, parts);
 }
 
-Status FaultyObjectClient::abort_multipart_upload(const std::string& bucket,
-                                                  const std::string& key,
+Status FaultyObjectClient::abort_multipart_upload(const std::string& bucket, const std::string& key,
                                                   const std::string& upload_id) {
   NACRE_INJECT("AbortMultipartUpload");
   return inner_.abort_multipart_upload(bucket, key, upload_id);

@@ -1,10 +1,14 @@
 // Wraps an ObjectClient and injects failures, for unit tests of the layers
 // above s3/: fail the Nth request (optionally of one operation), cut a GET
 // body after some bytes, or delay every request.
+//
+// cancel_all() forwards to the wrapped client and also ends the wrapper's own
+// injected delays at once with kCancelled.
 #pragma once
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <mutex>
 #include <optional>
 
@@ -44,12 +48,12 @@ class FaultyObjectClient : public ObjectClient {
   Result<std::string> upload_part_copy(const CopyObjectRequest& source,
                                        const std::string& upload_id, int part_number,
                                        uint64_t offset, uint64_t length) override;
-  Result<std::string> complete_multipart_upload(const std::string& bucket,
-                                                const std::string& key,
+  Result<std::string> complete_multipart_upload(const std::string& bucket, const std::string& key,
                                                 const std::string& upload_id,
                                                 const std::vector<CompletedPart>& parts) override;
   Status abort_multipart_upload(const std::string& bucket, const std::string& key,
                                 const std::string& upload_id) override;
+  void cancel_all() override;
 
  private:
   // The injected error for this request of `op`, if any.
@@ -57,13 +61,15 @@ class FaultyObjectClient : public ObjectClient {
 
   ObjectClient& inner_;
   std::mutex mu_;
-  int countdown_ = 0;          // GUARDED_BY(mu_)
-  std::string countdown_op_;   // GUARDED_BY(mu_)
+  int countdown_ = 0;                 // GUARDED_BY(mu_)
+  std::string countdown_op_;          // GUARDED_BY(mu_)
   std::optional<Error> nth_error_;    // GUARDED_BY(mu_)
   std::optional<Error> all_error_;    // GUARDED_BY(mu_)
   std::string all_op_;                // GUARDED_BY(mu_)
   std::optional<uint64_t> truncate_;  // GUARDED_BY(mu_)
   std::atomic<long long> delay_ms_{0};
+  std::atomic<bool> cancelled_{false};  // written under mu_, so delay waiters see it
+  std::condition_variable cancel_cv_;   // wakes injected delays (waits on mu_)
 };
 
 }  // namespace nacre::s3

@@ -24,8 +24,10 @@ Error not_found(ErrorCode code, const std::string& what) {
 
 Result<std::string> read_body(const Body& body) {
   switch (body.kind) {
-    case Body::Kind::kEmpty: return std::string();
-    case Body::Kind::kMemory: return std::string(body.memory);
+    case Body::Kind::kEmpty:
+      return std::string();
+    case Body::Kind::kMemory:
+      return std::string(body.memory);
     case Body::Kind::kFile: {
       std::string out(body.length, '\0');
       size_t done = 0;
@@ -63,9 +65,13 @@ int MemoryObjectClient::request_count(const std::string& op) const {
   return it == counts_.end() ? 0 : it->second;
 }
 
-void MemoryObjectClient::count(const std::string& op) {
-  std::lock_guard lock(mu_);
-  ++counts_[op];
+Status MemoryObjectClient::count(const std::string& op) {
+  {
+    std::lock_guard lock(mu_);
+    ++counts_[op];
+  }
+  if (cancelled_) return fail(ErrorCode::kCancelled, op + ": cancelled (the client is shut down)");
+  return {};
 }
 
 Result<std::map<std::string, MemoryObjectClient::Object>*> MemoryObjectClient::bucket_locked(
@@ -91,7 +97,7 @@ std::string MemoryObjectClient::store_locked(const std::string& bucket, const st
 
 Result<ObjectInfo> MemoryObjectClient::head_object(const std::string& bucket,
                                                    const std::string& key) {
-  count("HeadObject");
+  if (auto c = count("HeadObject"); !c) return std::unexpected(c.error());
   std::lock_guard lock(mu_);
   auto b = bucket_locked(bucket);
   if (!b) return std::unexpected(b.error());
@@ -102,7 +108,7 @@ Result<ObjectInfo> MemoryObjectClient::head_object(const std::string& bucket,
 
 Result<GetObjectResult> MemoryObjectClient::get_object(const GetObjectRequest& req,
                                                        const DataSink& sink) {
-  count("GetObject");
+  if (auto c = count("GetObject"); !c) return std::unexpected(c.error());
   std::string slice;
   ObjectInfo info;
   {
@@ -118,13 +124,14 @@ Result<GetObjectResult> MemoryObjectClient::get_object(const GetObjectRequest& r
     if (req.offset > info.size || (req.offset == info.size && info.size > 0)) {
       return fail(ErrorCode::kInvalidRange, "range past the end of " + req.key);
     }
-    uint64_t len = req.length ? std::min(*req.length, info.size - req.offset)
-                              : info.size - req.offset;
+    uint64_t len =
+        req.length ? std::min(*req.length, info.size - req.offset) : info.size - req.offset;
     slice = it->second.data.substr(req.offset, len);
   }
   // Deliver in pieces as a network would.
   constexpr size_t kPiece = 64 * 1024;
   for (size_t pos = 0; pos < slice.size(); pos += kPiece) {
+    if (cancelled_) return fail(ErrorCode::kCancelled, "GetObject " + req.key + ": cancelled");
     auto st = sink(std::string_view(slice).substr(pos, kPiece));
     if (!st) return std::unexpected(st.error());
   }
@@ -133,7 +140,7 @@ Result<GetObjectResult> MemoryObjectClient::get_object(const GetObjectRequest& r
 }
 
 Result<std::string> MemoryObjectClient::put_object(const PutObjectRequest& req) {
-  count("PutObject");
+  if (auto c = count("PutObject"); !c) return std::unexpected(c.error());
   auto data = read_body(req.body);
   if (!data) return std::unexpected(data.error());
   std::lock_guard lock(mu_);
@@ -143,7 +150,7 @@ Result<std::string> MemoryObjectClient::put_object(const PutObjectRequest& req) 
 }
 
 Result<ListPage> MemoryObjectClient::list_objects(const ListRequest& req) {
-  count("ListObjectsV2");
+  if (auto c = count("ListObjectsV2"); !c) return std::unexpected(c.error());
   std::lock_guard lock(mu_);
   auto b = bucket_locked(req.bucket);
   if (!b) return std::unexpected(b.error());
@@ -172,8 +179,10 @@ Result<ListPage> MemoryObjectClient::list_objects(const ListRequest& req) {
       page.next_continuation_token = last;
       break;
     }
-    if (is_prefix) page.common_prefixes.push_back(entry);
-    else page.objects.push_back(it->second.info);
+    if (is_prefix)
+      page.common_prefixes.push_back(entry);
+    else
+      page.objects.push_back(it->second.info);
     last = entry;
     ++n;
   }
@@ -181,7 +190,7 @@ Result<ListPage> MemoryObjectClient::list_objects(const ListRequest& req) {
 }
 
 Status MemoryObjectClient::delete_object(const std::string& bucket, const std::string& key) {
-  count("DeleteObject");
+  if (auto c = count("DeleteObject"); !c) return std::unexpected(c.error());
   std::lock_guard lock(mu_);
   auto b = bucket_locked(bucket);
   if (!b) return std::unexpected(b.error());
@@ -191,7 +200,7 @@ Status MemoryObjectClient::delete_object(const std::string& bucket, const std::s
 
 Result<std::vector<DeleteFailure>> MemoryObjectClient::delete_objects(
     const std::string& bucket, const std::vector<std::string>& keys) {
-  count("DeleteObjects");
+  if (auto c = count("DeleteObjects"); !c) return std::unexpected(c.error());
   std::lock_guard lock(mu_);
   auto b = bucket_locked(bucket);
   if (!b) return std::unexpected(b.error());
@@ -200,7 +209,7 @@ Result<std::vector<DeleteFailure>> MemoryObjectClient::delete_objects(
 }
 
 Result<std::string> MemoryObjectClient::copy_object(const CopyObjectRequest& req) {
-  count("CopyObject");
+  if (auto c = count("CopyObject"); !c) return std::unexpected(c.error());
   std::lock_guard lock(mu_);
   auto src = bucket_locked(req.source_bucket);
   if (!src) return std::unexpected(src.error());
@@ -221,7 +230,7 @@ Result<std::string> MemoryObjectClient::create_multipart_upload(const std::strin
                                                                 const std::string& key,
                                                                 const UserMetadata& metadata,
                                                                 const std::string& content_type) {
-  count("CreateMultipartUpload");
+  if (auto c = count("CreateMultipartUpload"); !c) return std::unexpected(c.error());
   std::lock_guard lock(mu_);
   if (auto b = bucket_locked(bucket); !b) return std::unexpected(b.error());
   std::string id = "upload-" + std::to_string(next_upload_++);
@@ -232,7 +241,7 @@ Result<std::string> MemoryObjectClient::create_multipart_upload(const std::strin
 Result<std::string> MemoryObjectClient::upload_part(const std::string&, const std::string&,
                                                     const std::string& upload_id, int part_number,
                                                     const Body& body) {
-  count("UploadPart");
+  if (auto c = count("UploadPart"); !c) return std::unexpected(c.error());
   auto data = read_body(body);
   if (!data) return std::unexpected(data.error());
   std::lock_guard lock(mu_);
@@ -247,7 +256,7 @@ Result<std::string> MemoryObjectClient::upload_part_copy(const CopyObjectRequest
                                                          const std::string& upload_id,
                                                          int part_number, uint64_t offset,
                                                          uint64_t length) {
-  count("UploadPartCopy");
+  if (auto c = count("UploadPartCopy"); !c) return std::unexpected(c.error());
   std::lock_guard lock(mu_);
   auto src = bucket_locked(source.source_bucket);
   if (!src) return std::unexpected(src.error());
@@ -269,7 +278,7 @@ Result<std::string> MemoryObjectClient::upload_part_copy(const CopyObjectRequest
 Result<std::string> MemoryObjectClient::complete_multipart_upload(
     const std::string& bucket, const std::string& key, const std::string& upload_id,
     const std::vector<CompletedPart>& parts) {
-  count("CompleteMultipartUpload");
+  if (auto c = count("CompleteMultipartUpload"); !c) return std::unexpected(c.error());
   std::lock_guard lock(mu_);
   auto it = uploads_.find(upload_id);
   if (it == uploads_.end() || it->second.bucket != bucket || it->second.key != key) {
@@ -295,7 +304,7 @@ Result<std::string> MemoryObjectClient::complete_multipart_upload(
 
 Status MemoryObjectClient::abort_multipart_upload(const std::string&, const std::string&,
                                                   const std::string& upload_id) {
-  count("AbortMultipartUpload");
+  if (auto c = count("AbortMultipartUpload"); !c) return std::unexpected(c.error());
   std::lock_guard lock(mu_);
   if (uploads_.erase(upload_id) == 0) {
     return std::unexpected(not_found(ErrorCode::kNoSuchUpload, upload_id));

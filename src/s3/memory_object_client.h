@@ -35,12 +35,14 @@ class MemoryObjectClient : public ObjectClient {
   Result<std::string> upload_part_copy(const CopyObjectRequest& source,
                                        const std::string& upload_id, int part_number,
                                        uint64_t offset, uint64_t length) override;
-  Result<std::string> complete_multipart_upload(const std::string& bucket,
-                                                const std::string& key,
+  Result<std::string> complete_multipart_upload(const std::string& bucket, const std::string& key,
                                                 const std::string& upload_id,
                                                 const std::vector<CompletedPart>& parts) override;
   Status abort_multipart_upload(const std::string& bucket, const std::string& key,
                                 const std::string& upload_id) override;
+  // Later requests are counted, then fail with kCancelled; a GET in flight
+  // stops between the 64 KiB pieces it delivers.
+  void cancel_all() override { cancelled_ = true; }
 
  private:
   struct Object {
@@ -53,17 +55,19 @@ class MemoryObjectClient : public ObjectClient {
     std::string content_type;
     std::map<int, std::pair<std::string, std::string>> parts;  // number → (etag, data)
   };
-  void count(const std::string& op);
+  // Counts the request; kCancelled after cancel_all().
+  Status count(const std::string& op);
   Result<std::map<std::string, Object>*> bucket_locked(const std::string& bucket);
   std::string store_locked(const std::string& bucket, const std::string& key, std::string data,
                            UserMetadata meta, std::string content_type, std::string etag);
 
   mutable std::mutex mu_;
   std::map<std::string, std::map<std::string, Object>> buckets_;  // GUARDED_BY(mu_)
-  std::map<std::string, Upload> uploads_;                          // GUARDED_BY(mu_)
-  std::map<std::string, int> counts_;                              // GUARDED_BY(mu_)
-  int next_upload_ = 1;                                            // GUARDED_BY(mu_)
+  std::map<std::string, Upload> uploads_;                         // GUARDED_BY(mu_)
+  std::map<std::string, int> counts_;                             // GUARDED_BY(mu_)
+  int next_upload_ = 1;                                           // GUARDED_BY(mu_)
   std::atomic<uint64_t> bytes_served_{0};
+  std::atomic<bool> cancelled_{false};
 };
 
 // Reads a whole Body into memory (the fake and tests need the bytes).

@@ -39,7 +39,7 @@ struct GetObjectRequest {
 };
 
 struct GetObjectResult {
-  ObjectInfo info;    // etag, total object size, last_modified, metadata
+  ObjectInfo info;     // etag, total object size, last_modified, metadata
   uint64_t bytes = 0;  // bytes delivered to the sink
 };
 
@@ -73,7 +73,7 @@ struct CopyObjectRequest {
   std::string bucket;
   std::string key;
   std::optional<UserMetadata> replace_metadata;  // set: REPLACE, else COPY
-  std::string content_type;                     // with replace_metadata
+  std::string content_type;                      // with replace_metadata
 };
 
 struct CompletedPart {
@@ -126,6 +126,17 @@ class ObjectClient {
   [[nodiscard]] virtual Status abort_multipart_upload(const std::string& bucket,
                                                       const std::string& key,
                                                       const std::string& upload_id) = 0;
+
+  // Shuts the client down, for unmount and process exit: after it returns,
+  // every request in flight on any thread fails with kCancelled within about
+  // 100 ms (also one stalled with no bytes arriving, and one sleeping in a
+  // retry back-off), and every later request fails at once with kCancelled
+  // without reaching the store. kCancelled is never retried. Bytes already
+  // handed to a GET's sink stay delivered; nothing more is. It cannot be
+  // undone (make a new client to talk to the store again). Thread-safe, may
+  // be called more than once and from any thread, including concurrently with
+  // requests; it does not wait for the requests to return.
+  virtual void cancel_all() = 0;
 };
 
 }  // namespace nacre::s3

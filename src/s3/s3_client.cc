@@ -1,6 +1,9 @@
 #include "s3/s3_client.h"
 
-#include <thread>
+#include <strings.h>
+
+#include <charconv>
+#include <limits>
 
 #include "s3/crypto.h"
 #include "s3/s3_xml.h"
@@ -18,7 +21,7 @@ struct S3Client::Call {
   Headers headers;
   Body body;
   bool sign_body = false;  // small XML bodies are signed; object data is not
-  std::function<void(const HttpResponse&)> on_headers = {};
+  std::function<Status(const HttpResponse&)> on_headers = {};
 };
 
 namespace {
@@ -50,12 +53,18 @@ ErrorCode code_for(const std::string& s3_code, int status) {
   };
   if (auto it = kCodes.find(s3_code); it != kCodes.end()) return it->second;
   switch (status) {
-    case 403: return ErrorCode::kAccessDenied;
-    case 404: return ErrorCode::kNoSuchKey;
-    case 412: return ErrorCode::kPreconditionFailed;
-    case 416: return ErrorCode::kInvalidRange;
-    case 503: return ErrorCode::kThrottled;
-    default: return status >= 500 ? ErrorCode::kServerError : ErrorCode::kOther;
+    case 403:
+      return ErrorCode::kAccessDenied;
+    case 404:
+      return ErrorCode::kNoSuchKey;
+    case 412:
+      return ErrorCode::kPreconditionFailed;
+    case 416:
+      return ErrorCode::kInvalidRange;
+    case 503:
+      return ErrorCode::kThrottled;
+    default:
+      return status >= 500 ? ErrorCode::kServerError : ErrorCode::kOther;
   }
 }
 
@@ -101,6 +110,116 @@ bool virtual_host_compatible(const std::string& bucket) {
   return bucket.front() != '-' && bucket.back() != '-';
 }
 
+// The byte range a GetObject asked for: [first, last], last open when absent.
+struct RangeAsked {
+  uint64_t first = 0;
+  std::optional<uint64_t> last;
+  std::string header() const {
+    return "bytes=" + std::to_string(first) + "-" + (last ? std::to_string(*last) : "");
+  }
+};
+
+struct ContentRange {
+  uint64_t first = 0, last = 0, total = 0;
+};
+
+bool parse_u64(std::string_view s, uint64_t& out) {
+  if (s.empty()) return false;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
+  return ec == std::errc() && end == s.data() + s.size();
+}
+
+// "bytes FIRST-LAST/TOTAL" (RFC 9110 §14.4), nothing else: "*" in place of a
+// number or a missing part would leave us unable to place the bytes.
+std::optional<ContentRange> parse_content_range(std::string_view v) {
+  if (v.size() < 6 || strncasecmp(v.data(), "bytes ", 6) != 0) return std::nullopt;
+  v.remove_prefix(6);
+  size_t dash = v.find('-'), slash = v.find('/');
+  if (dash == std::string_view::npos || slash == std::string_view::npos || slash < dash) {
+    return std::nullopt;
+  }
+  ContentRange r;
+  if (!parse_u64(v.substr(0, dash), r.first) ||
+      !parse_u64(v.substr(dash + 1, slash - dash - 1), r.last) ||
+      !parse_u64(v.substr(slash + 1), r.total) || r.first > r.last || r.last >= r.total) {
+    return std::nullopt;
+  }
+  return r;
+}
+
+// Whether a 2xx answer to a GetObject carries exactly the bytes asked for.
+// `range` is the Range sent (none: the whole object), `if_match` the If-Match
+// sent (empty: none), `earlier` what an earlier attempt's answer said (null
+// on the first attempt).
+// On success, `expected_bytes` is the body length the answer promises.
+Status check_get_answer(const GetObjectRequest& req, const std::optional<RangeAsked>& range,
+                        const std::string& if_match, const ObjectInfo* earlier,
+                        const HttpResponse& r, uint64_t& expected_bytes) {
+  std::string content_range = r.header("content-range");
+  std::string etag = xml::strip_quotes(r.header("etag"));
+  auto refuse = [&](const std::string& why) -> Status {
+    std::string asked = range ? "Range " + range->header() : "the whole object";
+    if (!if_match.empty()) asked += " with If-Match \"" + if_match + "\"";
+    std::string got = "HTTP " + std::to_string(r.status) + ", Content-Range '" + content_range +
+                      "', ETag '" + etag + "'";
+    Error e{ErrorCode::kMalformedResponse,
+            "GetObject " + object_url(req.bucket, req.key) + ": asked for " + asked +
+                " but the server answered " + got + ": " + why + "; the body was not used",
+            {},
+            r.header("x-amz-request-id"),
+            r.status};
+    return std::unexpected(std::move(e));
+  };
+  expected_bytes = std::numeric_limits<uint64_t>::max();
+  auto same_version = [&]() -> Status {
+    if (!if_match.empty() && etag != if_match) return refuse("another version of the object");
+    return {};
+  };
+  if (!range) {
+    if (r.status != 200) return refuse("a GET without Range must be answered 200");
+    return same_version();
+  }
+  if (r.status == 200 && range->first == 0) {
+    // A server may ignore Range (RFC 9110). When the range asked starts at 0 and
+    // the whole object lies inside it (a small config.json read as bytes=0-999),
+    // the 200's body is exactly the bytes asked for: accept it, sized by its
+    // Content-Length. Anything bigger would be bytes nobody asked for.
+    uint64_t n = 0;
+    std::string length = r.header("content-length");
+    if (!length.empty() && parse_u64(length, n) && (!range->last || n <= *range->last + 1) &&
+        (!earlier || n == earlier->size)) {
+      if (auto st = same_version(); !st) return st;
+      expected_bytes = n;
+      return {};
+    }
+  }
+  if (r.status != 206) {
+    return refuse(r.status == 200 ? "the server ignored the Range (a 200 carries the object "
+                                    "from byte 0)"
+                                  : "a ranged GET must be answered 206");
+  }
+  auto cr = parse_content_range(content_range);
+  if (!cr) return refuse("the Content-Range is missing or malformed");
+  // S3 clamps a range that runs past the end to the last byte, and answers
+  // bytes=N- with N..TOTAL-1; a range starting past the end is a 416.
+  uint64_t want_last = range->last ? std::min(*range->last, cr->total - 1) : cr->total - 1;
+  if (cr->first != range->first || cr->last != want_last) {
+    return refuse("not the range asked for");
+  }
+  if (earlier && cr->total != earlier->size) {
+    return refuse("the object size changed from " + std::to_string(earlier->size));
+  }
+  uint64_t bytes = cr->last - cr->first + 1;
+  std::string length = r.header("content-length");
+  uint64_t n = 0;
+  if (!length.empty() && (!parse_u64(length, n) || n != bytes)) {
+    return refuse("Content-Length " + length + " does not match the range");
+  }
+  if (auto st = same_version(); !st) return st;
+  expected_bytes = bytes;
+  return {};
+}
+
 std::string copy_source(const CopyObjectRequest& req) {
   return "/" + req.source_bucket + "/" + uri_encode(req.source_key, true);
 }
@@ -125,9 +244,8 @@ Result<std::unique_ptr<S3Client>> S3Client::create(S3Config config) {
 Result<std::unique_ptr<S3Client>> S3Client::create(
     S3Config config, std::unique_ptr<CredentialsProvider> credentials) {
   if (config.region.empty()) return fail(ErrorCode::kInvalidArgument, "no region given");
-  std::string url = config.endpoint.empty()
-                        ? "https://s3." + config.region + ".amazonaws.com"
-                        : config.endpoint;
+  std::string url =
+      config.endpoint.empty() ? "https://s3." + config.region + ".amazonaws.com" : config.endpoint;
   Endpoint ep;
   size_t sep = url.find("://");
   if (sep == std::string::npos) {
@@ -144,7 +262,8 @@ Result<std::unique_ptr<S3Client>> S3Client::create(
   ep.host = rest.substr(0, slash);
   if (slash != std::string::npos) ep.base_path = rest.substr(slash);
   while (ep.base_path.ends_with('/')) ep.base_path.pop_back();
-  if (ep.host.empty()) return fail(ErrorCode::kInvalidArgument, "endpoint URL '" + url + "' has no host");
+  if (ep.host.empty())
+    return fail(ErrorCode::kInvalidArgument, "endpoint URL '" + url + "' has no host");
   if (config.addressing == Addressing::kAuto) {
     config.addressing = is_aws_endpoint(ep.host) ? Addressing::kVirtual : Addressing::kPath;
   }
@@ -152,8 +271,7 @@ Result<std::unique_ptr<S3Client>> S3Client::create(
   return client;
 }
 
-S3Client::S3Client(S3Config config, Endpoint endpoint,
-                   std::unique_ptr<CredentialsProvider> creds)
+S3Client::S3Client(S3Config config, Endpoint endpoint, std::unique_ptr<CredentialsProvider> creds)
     : config_(std::move(config)), endpoint_(std::move(endpoint)) {
   http_ = std::make_unique<HttpClient>(config_.http);
   HttpOptions short_timeouts = config_.http;
@@ -186,7 +304,8 @@ Error S3Client::error_from(const Call& call, const HttpResponse& resp) const {
     if (detail.empty()) {
       // RGW often leaves <Message> empty: say what the code means.
       static const std::map<std::string, std::string> kMeaning = {
-          {"SignatureDoesNotMatch", "the signature does not match: check the secret key and region"},
+          {"SignatureDoesNotMatch",
+           "the signature does not match: check the secret key and region"},
           {"InvalidAccessKeyId", "the access key id is unknown to the server"},
           {"NoSuchBucket", "the bucket does not exist"},
           {"NoSuchKey", "the object does not exist"},
@@ -199,18 +318,53 @@ Error S3Client::error_from(const Call& call, const HttpResponse& resp) const {
   } else {
     e.code = code_for("", resp.status);
     // HEAD answers carry no body: say what the status means for this call.
-    if (resp.status == 404) e.message = what + ": not found (no such key or bucket)";
-    else if (resp.status == 403) e.message = what + ": access denied (check the credentials)";
+    if (resp.status == 404)
+      e.message = what + ": not found (no such key or bucket)";
+    else if (resp.status == 403)
+      e.message = what + ": access denied (check the credentials)";
     else if (!resp.body.empty() && resp.status < 500)
       e.message = what + ": unexpected answer: " + resp.body.substr(0, 200);
-    else e.message = what + ": HTTP " + std::to_string(resp.status);
+    else
+      e.message = what + ": HTTP " + std::to_string(resp.status);
   }
   return e;
 }
 
+Error S3Client::cancelled_error(const Call& call) const {
+  return Error{ErrorCode::kCancelled,
+               call.op + " " +
+                   (call.key.empty() ? "s3://" + call.bucket : object_url(call.bucket, call.key)) +
+                   ": cancelled (the client is shutting down)",
+               {},
+               {},
+               0};
+}
+
+void S3Client::cancel_all() {
+  {
+    // The flag is set under the lock the back-off waits on, so no waiter can
+    // miss the notification between its check and its wait.
+    std::lock_guard lock(cancel_mu_);
+    cancelled_ = true;
+  }
+  cancel_cv_.notify_all();
+  http_->cancel_all();
+  credentials_http_->cancel_all();
+}
+
+bool S3Client::backoff_unless_cancelled(std::chrono::milliseconds delay) {
+  std::unique_lock lock(cancel_mu_);
+  return !cancel_cv_.wait_for(lock, delay, [this] { return cancelled_.load(); });
+}
+
 Result<HttpResponse> S3Client::send_once(const Call& call, const DataSink* sink) {
+  if (cancelled_) return std::unexpected(cancelled_error(call));
   auto creds = credentials_->get();
-  if (!creds) return std::unexpected(creds.error());
+  if (!creds) {
+    // A credential endpoint interrupted by cancel_all() fails in its own way.
+    if (cancelled_) return std::unexpected(cancelled_error(call));
+    return std::unexpected(creds.error());
+  }
 
   SignableRequest sreq;
   sreq.method = call.method;
@@ -248,6 +402,7 @@ Result<HttpResponse> S3Client::send_once(const Call& call, const DataSink* sink)
   req.on_headers = call.on_headers;
   auto resp = sink ? http_->perform(req, *sink) : http_->perform(req);
   if (!resp) {
+    if (cancelled_) return std::unexpected(cancelled_error(call));
     Error e = resp.error();
     if (e.code == ErrorCode::kNetwork || e.code == ErrorCode::kRequestTimeout) {
       e.message = call.op + " " + object_url(call.bucket, call.key) + ": " + e.message;
@@ -268,7 +423,9 @@ Result<HttpResponse> S3Client::send(const Call& call) {
       if (attempt > 1) resp.error().message += " (after " + std::to_string(attempt) + " attempts)";
       return resp;
     }
-    std::this_thread::sleep_for(config_.retry.backoff(attempt));
+    if (!backoff_unless_cancelled(config_.retry.backoff(attempt))) {
+      return std::unexpected(cancelled_error(call));
+    }
   }
 }
 
@@ -279,33 +436,75 @@ Result<ObjectInfo> S3Client::head_object(const std::string& bucket, const std::s
 }
 
 Result<GetObjectResult> S3Client::get_object(const GetObjectRequest& req, const DataSink& sink) {
-  std::optional<ObjectInfo> info;  // from the first response that carried a body
+  std::optional<ObjectInfo> info;  // from the first response that was accepted
   std::string if_match = req.if_match;
-  uint64_t delivered = 0;
+  uint64_t delivered = 0;      // over all attempts
+  uint64_t attempt_bytes = 0;  // in this attempt
+  uint64_t attempt_limit = 0;  // what this attempt's answer promised
   DataSink counting = [&](std::string_view chunk) -> Status {
+    // A chunked answer is not bounded by Content-Length: never let it run
+    // past the range it announced.
+    if (chunk.size() > attempt_limit - attempt_bytes) {
+      return fail(ErrorCode::kMalformedResponse,
+                  "GetObject " + object_url(req.bucket, req.key) +
+                      ": the server sent more bytes than its Content-Range announced");
+    }
     auto st = sink(chunk);
-    if (st) delivered += chunk.size();
+    if (st) {
+      delivered += chunk.size();
+      attempt_bytes += chunk.size();
+    }
     return st;
   };
   for (int attempt = 1;; ++attempt) {
     uint64_t offset = req.offset + delivered;
     Call call{"GetObject", "GET", req.bucket, req.key, {}, {}, Body::empty(), false};
+    std::optional<RangeAsked> range;
     if (offset > 0 || req.length) {
-      std::string range = "bytes=" + std::to_string(offset) + "-";
-      if (req.length) range += std::to_string(req.offset + *req.length - 1);
-      call.headers.emplace_back("Range", range);
+      range = RangeAsked{offset, std::nullopt};
+      if (req.length) range->last = req.offset + *req.length - 1;
+      call.headers.emplace_back("Range", range->header());
     }
     // A resumed transfer pins the version the first bytes came from, so a
     // retry can never splice two versions of the object.
-    if (!if_match.empty()) call.headers.emplace_back("If-Match", "\"" + if_match + "\"");
-    call.on_headers = [&](const HttpResponse& r) {
-      if (r.status >= 300 || info) return;
-      info = info_from_headers(req.key, r);
-      if (if_match.empty()) if_match = info->etag;
+    std::string sent_if_match = if_match;
+    if (!sent_if_match.empty()) call.headers.emplace_back("If-Match", "\"" + sent_if_match + "\"");
+    attempt_bytes = 0;
+    attempt_limit = 0;  // nothing reaches the sink before the answer is checked
+    bool checked = false;
+    call.on_headers = [&](const HttpResponse& r) -> Status {
+      if (r.status >= 300) return {};  // an error document: kept, never streamed
+      const ObjectInfo* earlier = info ? &*info : nullptr;
+      auto ok = check_get_answer(req, range, sent_if_match, earlier, r, attempt_limit);
+      if (!ok) return ok;
+      checked = true;
+      if (!info) {
+        info = info_from_headers(req.key, r);
+        if (if_match.empty()) if_match = info->etag;
+      }
+      return {};
     };
     auto resp = send_once(call, &counting);
-    if (resp) {
-      if (!info) info = info_from_headers(req.key, *resp);  // empty body: no callback
+    if (resp && !checked) {
+      // HttpClient calls on_headers for every answer; this is a safeguard.
+      return fail(ErrorCode::kMalformedResponse,
+                  "GetObject " + object_url(req.bucket, req.key) + ": the answer was not checked");
+    }
+    if (resp && attempt_limit != std::numeric_limits<uint64_t>::max() &&
+        attempt_bytes != attempt_limit) {
+      resp = std::unexpected(Error{ErrorCode::kMalformedResponse,
+                                   "GetObject " + object_url(req.bucket, req.key) + ": got " +
+                                       std::to_string(attempt_bytes) + " of the " +
+                                       std::to_string(attempt_limit) +
+                                       " bytes the Content-Range announced",
+                                   {},
+                                   resp->header("x-amz-request-id"),
+                                   resp->status});
+    }
+    if (resp) return GetObjectResult{std::move(*info), delivered};
+    if (info && req.length && delivered == *req.length) {
+      // Everything asked for arrived before the failure (e.g. the connection broke
+      // after the last byte): a retry would ask for an empty range.
       return GetObjectResult{std::move(*info), delivered};
     }
     Error& e = resp.error();
@@ -317,7 +516,9 @@ Result<GetObjectResult> S3Client::get_object(const GetObjectRequest& req, const 
       if (attempt > 1) e.message += " (after " + std::to_string(attempt) + " attempts)";
       return std::unexpected(e);
     }
-    std::this_thread::sleep_for(config_.retry.backoff(attempt));
+    if (!backoff_unless_cancelled(config_.retry.backoff(attempt))) {
+      return std::unexpected(cancelled_error(call));
+    }
   }
 }
 
@@ -334,8 +535,8 @@ Result<ListPage> S3Client::list_objects(const ListRequest& req) {
   // No encoding-type=url: AWS encodes a space as '+' there while RGW leaves a
   // literal '+' alone, so the decoded keys would be ambiguous. Plain XML text
   // (pugixml is not a validating parser) carries every key both stores take.
-  call.query = {{"list-type", "2"}, {"max-keys", std::to_string(req.max_keys)},
-                {"prefix", req.prefix}};
+  call.query = {
+      {"list-type", "2"}, {"max-keys", std::to_string(req.max_keys)}, {"prefix", req.prefix}};
   if (!req.delimiter.empty()) call.query.emplace_back("delimiter", req.delimiter);
   if (!req.continuation_token.empty()) {
     call.query.emplace_back("continuation-token", req.continuation_token);
@@ -345,8 +546,8 @@ Result<ListPage> S3Client::list_objects(const ListRequest& req) {
   if (!resp) return std::unexpected(resp.error());
   auto page = xml::parse_list(resp->body);
   if (!page) {
-    page.error().message = "ListObjectsV2 s3://" + req.bucket + "/" + req.prefix + ": " +
-                           page.error().message;
+    page.error().message =
+        "ListObjectsV2 s3://" + req.bucket + "/" + req.prefix + ": " + page.error().message;
     page.error().request_id = resp->header("x-amz-request-id");
   }
   return page;
@@ -361,9 +562,11 @@ Status S3Client::delete_object(const std::string& bucket, const std::string& key
 Result<std::vector<DeleteFailure>> S3Client::delete_objects(const std::string& bucket,
                                                             const std::vector<std::string>& keys) {
   if (keys.empty()) return std::vector<DeleteFailure>{};
-  if (keys.size() > 1000) return fail(ErrorCode::kInvalidArgument, "DeleteObjects takes ≤ 1000 keys");
+  if (keys.size() > 1000)
+    return fail(ErrorCode::kInvalidArgument, "DeleteObjects takes ≤ 1000 keys");
   std::string body = xml::delete_objects_body(keys);
-  Call call{"DeleteObjects", "POST", bucket, "", {{"delete", ""}}, {}, Body::from_memory(body), true};
+  Call call{"DeleteObjects",         "POST", bucket, "", {{"delete", ""}}, {},
+            Body::from_memory(body), true};
   call.headers.emplace_back("Content-MD5", content_md5(body));
   call.headers.emplace_back("Content-Type", "application/xml");
   auto resp = send(call);
@@ -396,8 +599,8 @@ Result<std::string> S3Client::create_multipart_upload(const std::string& bucket,
                                                       const std::string& key,
                                                       const UserMetadata& metadata,
                                                       const std::string& content_type) {
-  Call call{"CreateMultipartUpload", "POST", bucket, key, {{"uploads", ""}}, {}, Body::empty(),
-            false};
+  Call call{"CreateMultipartUpload", "POST", bucket,        key,
+            {{"uploads", ""}},       {},     Body::empty(), false};
   add_metadata(call.headers, metadata, content_type);
   auto resp = send(call);
   if (!resp) return std::unexpected(resp.error());
@@ -407,8 +610,13 @@ Result<std::string> S3Client::create_multipart_upload(const std::string& bucket,
 Result<std::string> S3Client::upload_part(const std::string& bucket, const std::string& key,
                                           const std::string& upload_id, int part_number,
                                           const Body& body) {
-  Call call{"UploadPart", "PUT", bucket, key,
-            {{"partNumber", std::to_string(part_number)}, {"uploadId", upload_id}}, {}, body,
+  Call call{"UploadPart",
+            "PUT",
+            bucket,
+            key,
+            {{"partNumber", std::to_string(part_number)}, {"uploadId", upload_id}},
+            {},
+            body,
             false};
   auto resp = send(call);
   if (!resp) return std::unexpected(resp.error());
@@ -420,9 +628,14 @@ Result<std::string> S3Client::upload_part(const std::string& bucket, const std::
 Result<std::string> S3Client::upload_part_copy(const CopyObjectRequest& source,
                                                const std::string& upload_id, int part_number,
                                                uint64_t offset, uint64_t length) {
-  Call call{"UploadPartCopy", "PUT", source.bucket, source.key,
-            {{"partNumber", std::to_string(part_number)}, {"uploadId", upload_id}}, {},
-            Body::empty(), false};
+  Call call{"UploadPartCopy",
+            "PUT",
+            source.bucket,
+            source.key,
+            {{"partNumber", std::to_string(part_number)}, {"uploadId", upload_id}},
+            {},
+            Body::empty(),
+            false};
   call.headers.emplace_back("x-amz-copy-source", copy_source(source));
   call.headers.emplace_back("x-amz-copy-source-range", "bytes=" + std::to_string(offset) + "-" +
                                                            std::to_string(offset + length - 1));
@@ -440,7 +653,7 @@ Result<std::string> S3Client::complete_multipart_upload(const std::string& bucke
                                                         const std::vector<CompletedPart>& parts) {
   std::string body = xml::complete_multipart_body(parts);
   Call call{"CompleteMultipartUpload", "POST", bucket, key, {{"uploadId", upload_id}}, {},
-            Body::from_memory(body), true};
+            Body::from_memory(body),   true};
   call.headers.emplace_back("Content-Type", "application/xml");
   auto resp = send(call);
   if (!resp) return std::unexpected(resp.error());
@@ -461,8 +674,14 @@ Result<std::string> S3Client::complete_multipart_upload(const std::string& bucke
 
 Status S3Client::abort_multipart_upload(const std::string& bucket, const std::string& key,
                                         const std::string& upload_id) {
-  auto resp = send({"AbortMultipartUpload", "DELETE", bucket, key, {{"uploadId", upload_id}}, {},
-                    Body::empty(), false});
+  auto resp = send({"AbortMultipartUpload",
+                    "DELETE",
+                    bucket,
+                    key,
+                    {{"uploadId", upload_id}},
+                    {},
+                    Body::empty(),
+                    false});
   if (!resp) return std::unexpected(resp.error());
   return {};
 }

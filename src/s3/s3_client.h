@@ -1,8 +1,19 @@
 // ObjectClient for S3 and S3-compatible stores over HTTP(S): SigV4, the
 // credential chain, retries with backoff, typed errors.
+//
+// GetObject answers are checked before any byte reaches the caller's sink: a
+// GET sent with a Range header must be answered 206 with a Content-Range of
+// exactly the bytes asked (the last byte clamped to the object's end, as S3
+// does for a range that runs past it), a GET without one must be answered
+// 200, and with If-Match the answer's ETag must be the one asked for.
+// Anything else (a proxy that ignores Range and sends the whole object from
+// byte 0, a wrong range, another version) is kMalformedResponse, never data.
 #pragma once
 
+#include <atomic>
+#include <condition_variable>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 
@@ -61,12 +72,14 @@ class S3Client : public ObjectClient {
   Result<std::string> upload_part_copy(const CopyObjectRequest& source,
                                        const std::string& upload_id, int part_number,
                                        uint64_t offset, uint64_t length) override;
-  Result<std::string> complete_multipart_upload(const std::string& bucket,
-                                                const std::string& key,
+  Result<std::string> complete_multipart_upload(const std::string& bucket, const std::string& key,
                                                 const std::string& upload_id,
                                                 const std::vector<CompletedPart>& parts) override;
   Status abort_multipart_upload(const std::string& bucket, const std::string& key,
                                 const std::string& upload_id) override;
+  // Wakes transfers waiting for bytes (the multi interface, see http.h), the
+  // retry back-off and the credential providers' HTTP calls.
+  void cancel_all() override;
 
   struct Call;  // one S3 REST request before signing (s3_client.cc)
 
@@ -79,12 +92,19 @@ class S3Client : public ObjectClient {
   Result<HttpResponse> send_once(const Call& call, const DataSink* sink);
   Result<HttpResponse> send(const Call& call);
   Error error_from(const Call& call, const HttpResponse& resp) const;
+  Error cancelled_error(const Call& call) const;
+  // Sleeps for a retry back-off; false (at once) when cancel_all() was called.
+  bool backoff_unless_cancelled(std::chrono::milliseconds delay);
 
   S3Config config_;
   Endpoint endpoint_;
   std::unique_ptr<HttpClient> http_;
   std::unique_ptr<HttpClient> credentials_http_;  // short timeouts for IMDS and friends
   std::unique_ptr<CredentialsProvider> credentials_;
+
+  std::atomic<bool> cancelled_{false};
+  std::mutex cancel_mu_;  // only for cancel_cv_: a leaf lock, held for no work
+  std::condition_variable cancel_cv_;
 };
 
 }  // namespace nacre::s3

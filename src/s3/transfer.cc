@@ -1,5 +1,6 @@
 #include "s3/transfer.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -76,8 +77,7 @@ static DataSink sink_at(int fd, uint64_t offset, const TransferOptions& options)
 }
 
 Result<ObjectInfo> download_to_fd(ObjectClient& client, const std::string& bucket,
-                                  const std::string& key, int fd,
-                                  const TransferOptions& options) {
+                                  const std::string& key, int fd, const TransferOptions& options) {
   struct stat st {};
   if (fstat(fd, &st) != 0) return fail_errno("fstat of the download target", errno);
   bool seekable = S_ISREG(st.st_mode) || S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode);
@@ -111,14 +111,36 @@ Result<ObjectInfo> download_to_fd(ObjectClient& client, const std::string& bucke
     auto r = client.get_object({bucket, key, off, len, info.etag}, sink_at(fd, off, options));
     if (!r) return std::unexpected(r.error());
     if (r->bytes != len) {
-      return fail(ErrorCode::kMalformedResponse, "GetObject s3://" + bucket + "/" + key +
-                                                     ": short part at offset " +
-                                                     std::to_string(off));
+      return fail(
+          ErrorCode::kMalformedResponse,
+          "GetObject s3://" + bucket + "/" + key + ": short part at offset " + std::to_string(off));
     }
     return {};
   });
   if (!st2) return std::unexpected(st2.error());
   return info;
+}
+
+Result<int> create_partial_file(const std::string& path) {
+  struct stat st {};
+  if (lstat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
+    // unlinkat removes the name itself: had it become a symlink since the
+    // lstat, the symlink goes, never its target. ENOENT means it is gone.
+    if (unlinkat(AT_FDCWD, path.c_str(), 0) != 0 && errno != ENOENT) {
+      return fail_errno("cannot remove the leftover partial download " + path, errno);
+    }
+  }
+  int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+  if (fd >= 0) return fd;
+  int err = errno;
+  if (err == EEXIST || err == ELOOP) {
+    return fail(ErrorCode::kInvalidArgument,
+                "cannot create " + path +
+                    ": something other than a regular file is there "
+                    "(a symlink?); it is never followed or overwritten: check what it is and "
+                    "remove it, then try again");
+  }
+  return fail_errno("cannot create " + path, err);
 }
 
 Result<std::string> upload_from_fd(ObjectClient& client, int fd, uint64_t size,
@@ -132,8 +154,8 @@ Result<std::string> upload_from_fd(ObjectClient& client, int fd, uint64_t size,
   }
   uint64_t part = part_size_for(size, options.part_size);
   int parts = static_cast<int>((size + part - 1) / part);
-  auto upload_id =
-      client.create_multipart_upload(target.bucket, target.key, target.metadata, target.content_type);
+  auto upload_id = client.create_multipart_upload(target.bucket, target.key, target.metadata,
+                                                  target.content_type);
   if (!upload_id) return std::unexpected(upload_id.error());
   std::vector<CompletedPart> done(parts);
   Status st = run_parallel(parts, options.concurrency, [&](int i) -> Status {
@@ -156,8 +178,8 @@ Result<std::string> upload_from_fd(ObjectClient& client, int fd, uint64_t size,
   return etag;
 }
 
-Result<std::string> copy_any_size(ObjectClient& client, const CopyObjectRequest& req,
-                                  uint64_t size, const TransferOptions& options) {
+Result<std::string> copy_any_size(ObjectClient& client, const CopyObjectRequest& req, uint64_t size,
+                                  const TransferOptions& options) {
   if (size <= options.multipart_copy_threshold) return client.copy_object(req);
   uint64_t part = part_size_for(size, options.copy_part_size);
   int parts = static_cast<int>((size + part - 1) / part);

@@ -48,6 +48,16 @@ uint64_t part_size_for(uint64_t size, uint64_t wanted);
 [[nodiscard]] Result<std::string> copy_any_size(ObjectClient& client, const CopyObjectRequest& req,
                                                 uint64_t size, const TransferOptions& options);
 
+// Creates the file a download is written to before it is renamed into place
+// (DEST.nacre-partial), for writing, with mode 0644 less the umask. It is
+// created with O_CREAT|O_EXCL|O_NOFOLLOW, so a symlink planted at `path` is
+// never followed and no file someone else created is ever written into. A
+// regular file already there (left by a download that was killed) is removed
+// first; the removal unlinks the name, never what a symlink points to, and a
+// symlink or anything else at `path` is kInvalidArgument telling the user to
+// remove it. Returns the open fd (O_CLOEXEC), which the caller closes.
+[[nodiscard]] Result<int> create_partial_file(const std::string& path);
+
 // Runs task(0..count-1) on up to `concurrency` threads; stops handing out
 // tasks after the first failure and returns it.
 Status run_parallel(int count, int concurrency, const std::function<Status(int)>& task);

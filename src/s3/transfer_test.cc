@@ -4,10 +4,15 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <future>
 #include <random>
+#include <thread>
 
 #include "s3/faulty_object_client.h"
 #include "s3/memory_object_client.h"
@@ -76,7 +81,8 @@ TEST(Transfer, MultipartUploadThenParallelDownloadRoundTrips) {
     progressed += n;
   };
 
-  auto etag = upload_from_fd(mem, src.fd(), data.size(), {"b", "big", Body::empty(), {{"k", "v"}}, ""}, opt);
+  auto etag = upload_from_fd(mem, src.fd(), data.size(),
+                             {"b", "big", Body::empty(), {{"k", "v"}}, ""}, opt);
   ASSERT_TRUE(etag) << etag.error().describe();
   EXPECT_TRUE(etag->ends_with("-4")) << *etag;
   EXPECT_EQ(mem.request_count("UploadPart"), 4);
@@ -123,10 +129,12 @@ TEST(Transfer, FailedPartAbortsTheUpload) {
   MemoryObjectClient mem;
   mem.create_bucket("b");
   FaultyObjectClient faulty(mem);
-  faulty.fail_nth(2, Error{ErrorCode::kServerError, "injected", "InternalError", "r", 500}, "UploadPart");
+  faulty.fail_nth(2, Error{ErrorCode::kServerError, "injected", "InternalError", "r", 500},
+                  "UploadPart");
   std::string data = random_bytes(2 * kMinPartSize + 1, 2);
   TempFile src(data);
-  auto etag = upload_from_fd(faulty, src.fd(), data.size(), {"b", "k", Body::empty(), {}, ""}, small_parts());
+  auto etag = upload_from_fd(faulty, src.fd(), data.size(), {"b", "k", Body::empty(), {}, ""},
+                             small_parts());
   ASSERT_FALSE(etag);
   EXPECT_EQ(etag.error().code, ErrorCode::kServerError);
   EXPECT_EQ(mem.request_count("AbortMultipartUpload"), 1);
@@ -159,7 +167,8 @@ TEST(Transfer, MultipartCopyAboveTheThresholdKeepsMetadata) {
   MemoryObjectClient mem;
   mem.create_bucket("b");
   std::string data = random_bytes(3 * kMinPartSize, 4);
-  ASSERT_TRUE(mem.put_object({"b", "src", Body::from_memory(data), {{"file-owner", "1000"}}, "application/x"}));
+  ASSERT_TRUE(mem.put_object(
+      {"b", "src", Body::from_memory(data), {{"file-owner", "1000"}}, "application/x"}));
   TransferOptions opt = small_parts();
   opt.multipart_copy_threshold = kMinPartSize;
   opt.copy_part_size = kMinPartSize;
@@ -197,6 +206,117 @@ TEST(MemoryObjectClient, ListPagesWithDelimiter) {
   std::sort(seen.begin(), seen.end());
   EXPECT_EQ(seen, (std::vector<std::string>{"p/a", "p/b", "p/d/", "p/e"}));
   EXPECT_EQ(pages, 2);
+}
+
+// ---- the partial file of `nacre cp` ----
+
+class TempDir {
+ public:
+  TempDir() {
+    char tmpl[] = "/tmp/nacre-partial-XXXXXX";
+    path_ = mkdtemp(tmpl);
+  }
+  ~TempDir() { std::filesystem::remove_all(path_); }
+  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+TEST(Transfer, PartialFileNeverFollowsASymlinkPlantedAtItsName) {
+  TempDir dir;
+  std::string victim = dir / "victim";
+  std::ofstream(victim) << "precious";
+  std::string partial = dir / "dest.nacre-partial";
+  ASSERT_EQ(symlink(victim.c_str(), partial.c_str()), 0);
+  auto fd = create_partial_file(partial);
+  ASSERT_FALSE(fd) << "opened through a symlink";
+  EXPECT_EQ(fd.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_NE(fd.error().message.find("remove it"), std::string::npos) << fd.error().message;
+  EXPECT_NE(fd.error().message.find(partial), std::string::npos) << fd.error().message;
+  EXPECT_EQ(slurp(victim), "precious") << "the symlink's target was written";
+  struct stat st {};
+  ASSERT_EQ(lstat(partial.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISLNK(st.st_mode)) << "the planted symlink is reported, not silently replaced";
+
+  // A dangling symlink must not create its target either.
+  std::string dangling = dir / "other.nacre-partial";
+  std::string nowhere = dir / "created-through-the-link";
+  ASSERT_EQ(symlink(nowhere.c_str(), dangling.c_str()), 0);
+  EXPECT_FALSE(create_partial_file(dangling));
+  EXPECT_FALSE(std::filesystem::exists(nowhere));
+}
+
+TEST(Transfer, PartialFileReplacesALeftoverRegularFileOnly) {
+  TempDir dir;
+  std::string partial = dir / "dest.nacre-partial";
+  std::ofstream(partial) << "left by a killed download";
+  auto fd = create_partial_file(partial);
+  ASSERT_TRUE(fd) << fd.error().describe();
+  struct stat st {};
+  ASSERT_EQ(fstat(*fd, &st), 0);
+  EXPECT_EQ(st.st_size, 0) << "a fresh file, not the leftover one";
+  EXPECT_EQ(write(*fd, "new", 3), 3);
+  close(*fd);
+  EXPECT_EQ(slurp(partial), "new");
+
+  std::string is_dir = dir / "d.nacre-partial";
+  ASSERT_EQ(mkdir(is_dir.c_str(), 0755), 0);
+  auto refused = create_partial_file(is_dir);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_TRUE(std::filesystem::is_directory(is_dir));
+}
+
+// ---- cancel_all of the fake and the fault injector ----
+
+TEST(MemoryObjectClient, RequestsAfterCancelAllFail) {
+  MemoryObjectClient mem;
+  mem.create_bucket("b");
+  ASSERT_TRUE(mem.put_object({"b", "k", Body::from_memory("data"), {}, ""}));
+  mem.cancel_all();
+  auto head = mem.head_object("b", "k");
+  ASSERT_FALSE(head);
+  EXPECT_EQ(head.error().code, ErrorCode::kCancelled);
+  std::string out;
+  auto get = mem.get_object({"b", "k", 0, std::nullopt, ""}, [&](std::string_view c) -> Status {
+    out.append(c);
+    return {};
+  });
+  ASSERT_FALSE(get);
+  EXPECT_EQ(get.error().code, ErrorCode::kCancelled);
+  EXPECT_TRUE(out.empty());
+  EXPECT_EQ(mem.request_count("GetObject"), 1);
+}
+
+TEST(FaultyObjectClient, CancelAllEndsAnInjectedDelayAndReachesTheWrappedClient) {
+  MemoryObjectClient mem;
+  mem.create_bucket("b");
+  ASSERT_TRUE(mem.put_object({"b", "k", Body::from_memory("data"), {}, ""}));
+  FaultyObjectClient faulty(mem);
+  faulty.delay_each(std::chrono::seconds(30));
+  auto pending = std::async(std::launch::async, [&] { return faulty.head_object("b", "k"); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  auto start = std::chrono::steady_clock::now();
+  faulty.cancel_all();
+  ASSERT_EQ(pending.wait_for(std::chrono::seconds(1)), std::future_status::ready)
+      << "the injected delay outlived cancel_all()";
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(1));
+  auto r = pending.get();
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, ErrorCode::kCancelled);
+  // Forwarded: the wrapped client is shut down too.
+  auto inner = mem.head_object("b", "k");
+  ASSERT_FALSE(inner);
+  EXPECT_EQ(inner.error().code, ErrorCode::kCancelled);
+  auto later = faulty.list_objects({"b", "", "/", "", "", 10});
+  ASSERT_FALSE(later);
+  EXPECT_EQ(later.error().code, ErrorCode::kCancelled);
 }
 
 }  // namespace

@@ -82,6 +82,21 @@ expect_error "unreachable endpoint" "NetworkError.*(refused|connect)" \
   timeout 60 "$nacre" ls --endpoint-url "http://127.0.0.1:$port" --max-attempts 2 "$b/"
 expect_error "missing object leaves no file behind" "NoSuchKey" "$nacre" cp "$b/$prefix/absent" "$work/absent"
 check "no partial file" bash -c "! ls '$work'/absent* 2>/dev/null"
+# A symlink planted at the partial name is never followed: its target keeps
+# its bytes and the user is told to remove it.
+echo precious >"$work/victim"
+ln -s "$work/victim" "$work/planted.nacre-partial"
+expect_error "symlink at the partial name" "remove it" "$nacre" cp "$b/$prefix/small" "$work/planted"
+check "the symlink's target is untouched" bash -c "[ \"\$(cat '$work/victim')\" = precious ] && [ ! -e '$work/planted' ]"
+echo leftover >"$work/again.nacre-partial"
+check "a leftover partial file is replaced" "$nacre" cp "$b/$prefix/small" "$work/again"
+check "the replaced download is complete" cmp "$work/small" "$work/again"
+: >"$work/zero"
+check "upload empty" "$nacre" cp "$work/zero" "$b/$prefix/zero"
+check "download empty (a ranged GET of it is a 416)" "$nacre" cp "$b/$prefix/zero" "$work/zero.back"
+check "empty round trip is identical" cmp "$work/zero" "$work/zero.back"
+expect_error "bucket name with capitals" "not a valid S3 bucket name" "$nacre" ls "s3://Nacre-Test/"
+expect_error "bucket name '..'" "not a valid S3 bucket name" "$nacre" cp "s3://../etc" "$work/x"
 expect_error "not an s3 URL" "not an s3://" "$nacre" ls "/tmp"
 expect_error "missing local file" "cannot open" "$nacre" cp "$work/nope" "$b/$prefix/nope"
 expect_error "endpoint without scheme" "has no scheme" "$nacre" ls --endpoint-url 127.0.0.1:1 "$b/"
@@ -90,5 +105,6 @@ expect_error "no credentials at all" "no AWS credentials found" \
 
 "$nacre" rm "$b/$prefix/small" >/dev/null 2>&1
 "$nacre" rm "$b/$prefix/dir/big" >/dev/null 2>&1
+"$nacre" rm "$b/$prefix/zero" >/dev/null 2>&1
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -4,179 +4,12 @@
 # the node cache (reuse, bound, corruption), preload/status/release, bad
 # input, unmount under load and the mount(8) helper.
 # Usage: mount_test.sh NACRE_BINARY RGW_ENV_FILE   (needs /dev/fuse; run as root)
+# Helpers (check, mount_fg, unmount, curl_put, the cleanup trap...): lib.sh.
+# shellcheck source-path=SCRIPTDIR
 set -uo pipefail
-nacre=$(realpath "$1")
-env_file=$2
-[ -x "$nacre" ] || { echo "FAIL: nacre binary not found at $1"; exit 1; }
-[ -f "$env_file" ] || { echo "FAIL: S3 server settings missing at $env_file (start scripts/s3-server)"; exit 1; }
-[ -e /dev/fuse ] || { echo "FAIL: /dev/fuse is missing"; exit 1; }
-# shellcheck disable=SC1090
-source "$env_file"
-export AWS_EC2_METADATA_DISABLED=true
-
-work=$(mktemp -d /tmp/nacre-mount-test.XXXXXX)
-prefix="mount-$$-$RANDOM"
-b="s3://$NACRE_TEST_BUCKET"
-p="$b/$prefix"
-passed=0
-failed=0
-started=$SECONDS
-fg_pids=()   # foreground mounts started here (background jobs)
-bg_pids=()   # readers started here
-MiB=$((1024 * 1024))
-
-# Everything below must be undone even when a check fails or the script is
-# interrupted: every mount under $work, every nacre and reader we started.
-cleanup() {
-  set +e
-  local pid mp i
-  for pid in "${bg_pids[@]}"; do kill "$pid" 2>/dev/null; kill -CONT "$pid" 2>/dev/null; done
-  awk -v w="$work/" 'index($2, w) == 1 {print $2}' /proc/mounts | sort -r | while read -r mp; do
-    timeout 20 fusermount3 -u "$mp" 2>/dev/null || timeout 20 umount -l "$mp" 2>/dev/null
-  done
-  for pid in "${fg_pids[@]}" $(daemon_pids); do
-    for i in $(seq 50); do alive "$pid" || break; sleep 0.1; done
-    if alive "$pid"; then kill "$pid" 2>/dev/null; sleep 1; kill -9 "$pid" 2>/dev/null; fi
-  done
-  wait 2>/dev/null
-  # The test's objects.
-  timeout 60 "$nacre" ls -r "$p/" 2>/dev/null | sed -E 's/^[^ ]+ [^ ]+ +[0-9]+ //' | curl_many DELETE >/dev/null
-  rm -rf --one-file-system "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# ---------------------------------------------------------------- helpers
-
-record() {  # record OK|FAIL NAME [DETAIL FILE]
-  if [ "$1" = OK ]; then
-    passed=$((passed + 1)); echo "ok   $2"
-  else
-    failed=$((failed + 1)); echo "FAIL $2"
-    [ -n "${3:-}" ] && [ -s "$3" ] && sed 's/^/     /' "$3" | head -15
-  fi
-}
-
-check() {  # check NAME COMMAND... : the command must succeed
-  local name=$1; shift
-  if "$@" >"$work/out" 2>"$work/err"; then
-    if [ -s "$work/out" ]; then record OK "$name: $(head -1 "$work/out" | cut -c1-110)"; else record OK "$name"; fi
-  else
-    cat "$work/out" >>"$work/err"; record FAIL "$name" "$work/err"
-  fi
-}
-
-expect_error() {  # expect_error NAME PATTERN COMMAND... : must fail, stderr matching PATTERN
-  local name=$1 pattern=$2; shift 2
-  local start=$SECONDS
-  if "$@" >"$work/out" 2>"$work/err"; then
-    failed=$((failed + 1)); echo "FAIL $name: succeeded but should have failed"
-    cat "$work/out" "$work/err" | sed 's/^/     /' | head -10; return
-  fi
-  if grep -Eq "$pattern" "$work/err"; then
-    passed=$((passed + 1)); echo "ok   $name ($((SECONDS - start)) s): $(head -1 "$work/err")"
-  else
-    failed=$((failed + 1)); echo "FAIL $name: stderr does not match /$pattern/:"; sed 's/^/     /' "$work/err" | head -10
-  fi
-}
-
-alive() {  # alive PID: running and not a zombie
-  local st
-  st=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
-  [[ $st != Z* ]]
-}
-
-is_mounted() { awk -v m="$1" '$2 == m {f = 1} END {exit !f}' /proc/mounts; }
-
-# nacre processes whose arguments name a path under $work (default) or the
-# given mount point: how daemonised mounts are found, never by name alone.
-daemon_pids() {
-  ps -eo pid=,comm=,args= | awk -v w="${1:-$work/}" '$2 == "nacre" && index($0, w) {print $1}'
-}
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-wait_for() {  # wait_for SECONDS COMMAND...: poll every 0.1 s
-  local deadline=$((SECONDS + $1)); shift
-  until "$@"; do [ $SECONDS -ge $deadline ] && return 1; sleep 0.1; done
-}
-
-metrics_up() { timeout 5 curl -sf "http://127.0.0.1:$1/metrics" >/dev/null; }
-
-metric() {  # metric PORT SERIES: the value (0 when absent), e.g. metric 9100 'nacre_s3_requests_total{operation="GetObject"}'
-  timeout 10 curl -s "http://127.0.0.1:$1/metrics" | awk -v n="$2" '$1 == n {v = $2} END {printf "%.0f\n", v + 0}'
-}
-
-declare -A mount_pid mount_port
-# mount_fg NAME SOURCE CACHE_DIR [ARGS...]: `nacre mount -f` in the background on
-# $work/NAME with a metrics port; waits until it is mounted and serving metrics.
-mount_fg() {
-  local name=$1 src=$2 cache=$3; shift 3
-  local mnt="$work/$name" port
-  port=$(free_port)
-  mkdir -p "$mnt" "$cache"
-  "$nacre" mount "$src" "$mnt" --cache-dir "$cache" -f --metrics-address "127.0.0.1:$port" "$@" \
-    >>"$work/$name.log" 2>&1 &
-  local pid=$!
-  fg_pids+=("$pid")
-  mount_pid[$mnt]=$pid
-  mount_port[$name]=$port
-  if ! wait_for 30 is_mounted "$mnt" || ! wait_for 10 metrics_up "$port"; then
-    echo "     mount $name did not come up:"; sed 's/^/     /' "$work/$name.log" | tail -5
-    return 1
-  fi
-}
-
-# unmount MNT: fusermount3 -u (umount -l when busy); the mount's nacre must
-# exit within 10 s. Returns non-zero when it stays mounted or alive.
-unmount() {
-  local mnt=$1 pid=${mount_pid[$1]:-}
-  timeout 20 fusermount3 -u "$mnt" 2>>"$work/unmount.err" || timeout 20 umount -l "$mnt" 2>>"$work/unmount.err"
-  if [ -n "$pid" ]; then
-    wait_for 10 bash -c "! ps -o stat= -p $pid | grep -qv '^Z'" || { echo "nacre $pid still running 10 s after unmount"; return 1; }
-    wait "$pid" 2>/dev/null
-  fi
-  ! is_mounted "$mnt" || { echo "$mnt is still mounted"; return 1; }
-}
-
-size_of() { stat -c %s "$1"; }
-up() { timeout 120 "$nacre" cp "$@" >/dev/null; }   # up LOCAL S3URL
-s3rm() { timeout 60 "$nacre" rm "$1" >/dev/null; }
-
-# curl_put KEY FILE [HEADER...]: a PUT with user metadata (nacre cp sets none).
-curl_put() {
-  local key=$1 file=$2; shift 2
-  local hdrs=() h
-  for h in "$@"; do hdrs+=(-H "$h"); done
-  local code
-  code=$(timeout 60 curl -s --path-as-is -o "$work/curl.out" -w '%{http_code}' \
-    --aws-sigv4 "aws:amz:${AWS_REGION:-us-east-1}:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" \
-    -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" -H "Content-Type: application/octet-stream" "${hdrs[@]}" \
-    -X PUT --data-binary "@$file" \
-    "$AWS_ENDPOINT_URL/$NACRE_TEST_BUCKET/$prefix/$key")
-  [ "$code" = 200 ] || { echo "PUT $key: HTTP $code: $(cat "$work/curl.out")" >&2; return 1; }
-}
-
-# curl_many METHOD [FILE]: PUT FILE to (or DELETE) every key read from stdin, in
-# one signed curl run (a thousand nacre processes would take much longer).
-curl_many() {
-  local method=$1 file=${2:-}
-  python3 -c '
-import os, sys, urllib.parse
-method, body = sys.argv[1], sys.argv[2]
-for line in sys.stdin:
-    key = line.rstrip("\n")
-    if not key:
-        continue
-    url = "%s/%s/%s" % (os.environ["AWS_ENDPOINT_URL"], os.environ["NACRE_TEST_BUCKET"], urllib.parse.quote(key, safe="/"))
-    print("upload-file = \"%s\"" % body if method == "PUT" else "request = \"DELETE\"")
-    print("url = \"%s\"" % url)
-    print("output = \"/dev/null\"")
-' "$method" "$file" >"$work/curl.cfg"
-  timeout 120 curl -s --path-as-is -K "$work/curl.cfg" --aws-sigv4 "aws:amz:${AWS_REGION:-us-east-1}:s3" \
-    --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" \
-    -w '%{http_code}\n' | grep -cvE '^20[04]$'   # prints the number of failed requests
-}
+# shellcheck source=lib.sh
+source "$(dirname "$(realpath "$0")")/lib.sh"
+test_init mount "$@"
 
 cat >"$work/tool.py" <<'PY'
 import errno, mmap, os, random, subprocess, sys
@@ -352,10 +185,6 @@ PY
 tool() { timeout "${TOOL_TIMEOUT:-120}" python3 "$work/tool.py" "$@"; }
 
 # ---------------------------------------------------------------- fixtures
-echo "prefix $p"
-src="$work/src"
-mkdir -p "$src"
-gen() { head -c "$2" /dev/urandom >"$src/$1"; }
 gen top 1000; gen f1 123; gen deep 5000; gen samefile 10; gen samex 20; gen l255 255
 gen odd 77
 gen rand60 $((60 * MiB + 12345)); gen mm20 $((20 * MiB + 777)); gen big300 $((300 * MiB))
@@ -755,20 +584,27 @@ helper_checks() {
   local name=$1 mnt=$2 pid
   pid=$(daemon_pids "$mnt" | head -1)
   mount_pid[$mnt]=$pid
+  check "$name: a nacre process serves the mount" test -n "$pid"
   check "$name: the files are visible and read back" \
     bash -c "timeout 10 ls '$mnt' | grep -qx top.txt && timeout 10 cmp '$mnt/top.txt' '$src/top' && timeout 10 cmp '$mnt/d1/d2/deep.bin' '$src/deep'"
   check "$name: mounted read-only as fuse.nacre" \
     bash -c "awk -v m='$mnt' '\$2 == m && \$3 == \"fuse.nacre\" && \$4 ~ /^ro/ {f = 1} END {exit !f}' /proc/mounts"
-  is_mounted "$mnt" && check "$name: ro, so writes fail with EROFS" tool tryop create "$mnt/new"
+  check "$name: ro, so writes fail with EROFS" tool tryop create "$mnt/new"
   umount_helper() {
     timeout 20 umount "$mnt" || return 1
-    [ -z "$pid" ] || wait_for 10 bash -c "! ps -o stat= -p $pid | grep -qv '^Z'" || { echo "nacre $pid still running"; return 1; }
+    [ -n "$pid" ] || { echo "no nacre process was found for $mnt"; return 1; }
+    wait_for 10 gone "$pid" || { echo "nacre $pid still running"; return 1; }
     ! is_mounted "$mnt"
   }
   check "$name: umount; nacre exits" umount_helper
 }
-if [ -x /sbin/mount.fuse3 ] && [ "$(id -u)" = 0 ]; then
-  mkdir -p "$work/bin" "$work/J" "$work/cacheJ" "$work/K" "$work/cacheK"
+# scripts/deps.sh installs fuse3 and the tests run as root: a missing helper
+# or a non-root run is a failure, not a reason to skip.
+helper_missing=""
+[ -x /sbin/mount.fuse3 ] || helper_missing="/sbin/mount.fuse3 is missing (apt-get install fuse3)"
+[ "$(id -u)" = 0 ] || helper_missing="${helper_missing:+$helper_missing; }mount(8) needs root, this runs as uid $(id -u)"
+if [ -z "$helper_missing" ]; then
+  mkdir -p "$work/bin" "$work/J" "$work/K"
   ln -s "$nacre" "$work/bin/nacre"
   check "mount.fuse3 -t fuse.nacre runs nacre from PATH" \
     env PATH="$work/bin:$PATH" timeout 60 /sbin/mount.fuse3 "$p/tree" "$work/J" -t fuse.nacre \
@@ -783,10 +619,7 @@ if [ -x /sbin/mount.fuse3 ] && [ "$(id -u)" = 0 ]; then
   fi
   helper_checks "mount(8)" "$work/K"
 else
-  echo "skip mount(8) checks: they need /sbin/mount.fuse3 and root"
+  record FAIL "mount(8) and mount.fuse3 checks cannot run: $helper_missing"
 fi
 
-check "no mounts left under the test directory" bash -c "! awk -v w='$work/' 'index(\$2, w) == 1' /proc/mounts | grep -q ."
-echo "elapsed $((SECONDS - started)) s"
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+test_finish

@@ -46,6 +46,11 @@ std::vector<ReceivedRequest> TestHttpServer::requests() const {
   return requests_;
 }
 
+size_t TestHttpServer::connections() const {
+  std::lock_guard lock(mu_);
+  return connections_.size();
+}
+
 void TestHttpServer::serve() {
   while (!stop_) {
     pollfd p{listen_fd_, POLLIN, 0};
@@ -54,6 +59,13 @@ void TestHttpServer::serve() {
     if (fd < 0) continue;
     std::lock_guard lock(mu_);
     connections_.emplace_back([this, fd] { handle(fd); });
+  }
+}
+
+void TestHttpServer::pause(int ms) {
+  auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+  while (!stop_ && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
 }
 
@@ -102,7 +114,8 @@ void TestHttpServer::handle(int fd) {
       }
       pos = e + 2;
     }
-    size_t length = std::stoul(req.header("content-length").empty() ? "0" : req.header("content-length"));
+    size_t length =
+        std::stoul(req.header("content-length").empty() ? "0" : req.header("content-length"));
     while (buf.size() < length) {
       if (!fill()) {
         close(fd);
@@ -116,7 +129,7 @@ void TestHttpServer::handle(int fd) {
       requests_.push_back(req);
     }
     ScriptedReply reply = handler_(req);
-    if (reply.stall_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(reply.stall_ms));
+    pause(reply.stall_ms);
     std::string out = "HTTP/1.1 " + std::to_string(reply.status) + " X\r\n";
     for (const auto& [k, v] : reply.headers) out += k + ": " + v + "\r\n";
     out += "Content-Length: " + std::to_string(reply.body.size()) + "\r\n\r\n";
@@ -125,10 +138,12 @@ void TestHttpServer::handle(int fd) {
     }
     size_t sent = 0;
     while (sent < out.size()) {
-      ssize_t n = write(fd, out.data() + sent, out.size() - sent);
+      // MSG_NOSIGNAL: a client that refuses the answer closes early; no SIGPIPE.
+      ssize_t n = send(fd, out.data() + sent, out.size() - sent, MSG_NOSIGNAL);
       if (n <= 0) break;
       sent += static_cast<size_t>(n);
     }
+    pause(reply.hang_after_ms);
     if (reply.truncate_body_at) {
       close(fd);
       return;

@@ -17,7 +17,7 @@ namespace nacre::testing {
 
 struct ReceivedRequest {
   std::string method;
-  std::string target;  // path and query as sent
+  std::string target;                          // path and query as sent
   std::map<std::string, std::string> headers;  // lower-case names
   std::string body;
   std::string header(const std::string& name) const {
@@ -34,6 +34,10 @@ struct ScriptedReply {
   // size), then close the connection.
   std::optional<size_t> truncate_body_at;
   int stall_ms = 0;  // wait before answering
+  // After sending the status line, the headers and the (possibly truncated)
+  // body, keep the connection open this long without sending anything more:
+  // with truncate_body_at = 0, a server that sent headers and then stalled.
+  int hang_after_ms = 0;
 };
 
 class TestHttpServer {
@@ -45,10 +49,15 @@ class TestHttpServer {
   std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
   int port() const { return port_; }
   std::vector<ReceivedRequest> requests() const;
+  // TCP connections accepted so far (a client that reuses connections opens
+  // one for many sequential requests).
+  size_t connections() const;
 
  private:
   void serve();
   void handle(int fd);
+  // Sleeps up to `ms`, returning early when the server is being destroyed.
+  void pause(int ms);
 
   Handler handler_;
   int listen_fd_ = -1;

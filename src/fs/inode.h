@@ -1,0 +1,58 @@
+// The file system's internal state (see file_system.h): inodes and open file
+// handles. Included only by the fs core's own .cc files.
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "fs/file_system.h"
+#include "fs/prefetch_window.h"
+
+namespace nacre::fs {
+
+using SteadyClock = std::chrono::steady_clock;
+
+// All fields are guarded by FileSystem::mu_.
+struct FileSystem::Inode {
+  Ino ino = 0;
+  Ino parent = 0;
+  std::string name;
+  std::string key;  // files: the object key; directories: the prefix, ending in '/' ("" for root)
+  mode_t type = S_IFREG;  // never changes: a key that changes type gets a new inode
+  uint64_t size = 0;
+  std::string etag;
+  timespec mtime{};
+  PosixMetadata posix;                  // from the last HEAD or GET with metadata
+  bool metadata_loaded = false;         // a HEAD has read the object's user metadata
+  std::string symlink_target;           // loaded by readlink
+  uint64_t lookups = 0;                 // the kernel's references (lookup minus forget)
+  uint64_t open_handles = 0;            // open file handles of this inode
+  SteadyClock::time_point validated{};  // existence and attributes last confirmed by S3
+  std::string last_open_etag;           // for keep_cache
+
+  // Directories.
+  std::map<std::string, Ino> children;
+  bool imported = false;  // listed (or looked into) at least once
+  SteadyClock::time_point listed{};
+  std::map<std::string, SteadyClock::time_point> negative;  // names known absent
+};
+
+struct FileSystem::Handle {
+  Handle(Ino i, cache::ObjectVersion v, const FsOptions& o)
+      : ino(i), version(std::move(v)), window(o.initial_window, o.max_window) {}
+  const Ino ino;
+  const cache::ObjectVersion version;  // the version this handle reads, and only it
+  std::mutex mu;
+  // Null when the cache could not take an entry at open (bounds reached, disk full):
+  // reads are then served from S3 directly.
+  std::shared_ptr<BlockFetcher> fetcher;  // GUARDED_BY(mu)
+  PrefetchWindow window;                  // GUARDED_BY(mu)
+  bool warned_uncached = false;           // GUARDED_BY(mu): logged once per handle
+};
+
+timespec to_timespec(std::chrono::system_clock::time_point t);
+
+}  // namespace nacre::fs

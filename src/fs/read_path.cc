@@ -1,0 +1,214 @@
+// The read half of the fs core: open, read (through the node cache, with
+// sequential prefetch and whole-file hydration), release (see file_system.h).
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+
+#include "fs/inode.h"
+
+namespace nacre::fs {
+
+namespace {
+
+// Errors after which a read is served straight from S3 instead of failing: the
+// cache would not take the bytes, or `nacre release` dropped them mid-read.
+bool serve_uncached(const Error& e) {
+  return e.code == ErrorCode::kCacheFull || e.code == ErrorCode::kNoSpace ||
+         e.code == ErrorCode::kReleased;
+}
+
+}  // namespace
+
+Result<std::shared_ptr<BlockFetcher>> FileSystem::fetcher_for(const cache::ObjectVersion& v,
+                                                              bool current) {
+  std::string id = v.key + '\0' + v.etag;
+  {
+    std::lock_guard lock(mu_);
+    if (auto it = fetchers_.find(id); it != fetchers_.end()) {
+      if (auto f = it->second.lock(); f && !f->object()->released()) return f;
+    }
+  }
+  auto object = cache_.open_object(v, current);
+  if (!object) return std::unexpected(object.error());
+  auto fetcher =
+      std::make_shared<BlockFetcher>(client_, pool_, *object, metrics_, options_.part_size);
+  std::lock_guard lock(mu_);
+  auto& slot = fetchers_[id];
+  if (auto existing = slot.lock(); existing && !existing->object()->released()) {
+    return existing;  // another open won the race
+  }
+  slot = fetcher;
+  std::erase_if(fetchers_, [](auto& kv) { return kv.second.expired(); });
+  return fetcher;
+}
+
+Result<OpenResult> FileSystem::open(Ino ino, int flags) {
+  int access = flags & O_ACCMODE;
+  if (access != O_RDONLY || (flags & (O_TRUNC | O_APPEND))) {
+    // Writes are staged and exported by the write path, which is not built
+    // yet: every mount is read-only for now.
+    return fail(ErrorCode::kReadOnly, "read-only file system");
+  }
+  Ino parent = 0;
+  std::string name;
+  bool stale = false;
+  {
+    std::lock_guard lock(mu_);
+    Inode* n = find(ino);
+    if (!n) return fail(ErrorCode::kStale, "stale inode");
+    if (n->type == S_IFDIR) return fail(ErrorCode::kIsADirectory, "is a directory");
+    if (!attached(*n)) {
+      // Deleted, or superseded by a new version under a new inode: the kernel
+      // answers ESTALE by walking the path again (LOOKUP_REVAL) and opening that.
+      return fail(ErrorCode::kStale, "the object changed or was deleted");
+    }
+    // Close-to-open: an open revalidates unless a HEAD confirmed the version
+    // within the TTL. A listing alone has no metadata, so the first open HEADs.
+    stale = !fresh(n->validated) || !n->metadata_loaded;
+    parent = n->parent;
+    name = n->name;
+  }
+  if (stale) {
+    auto st = revalidate(parent, name);
+    if (!st) return std::unexpected(st.error());
+  }
+  cache::ObjectVersion v;
+  bool keep_cache = false;
+  {
+    std::lock_guard lock(mu_);
+    Inode* n = find(ino);
+    Inode* dir = find(parent);
+    if (!n || !dir) return fail(ErrorCode::kStale, "stale inode");
+    auto it = dir->children.find(name);
+    if (it == dir->children.end()) return fail(ErrorCode::kNotFound, "the object was deleted");
+    if (it->second != ino) return fail(ErrorCode::kStale, "the object changed under this inode");
+    v = {options_.bucket, n->key, n->etag, n->size};
+    keep_cache = n->last_open_etag == n->etag;
+    n->last_open_etag = n->etag;
+    n->open_handles++;  // from here on, a new version of the key gets a new inode
+  }
+  auto handle = std::make_shared<Handle>(ino, v, options_);
+  if (v.size > 0) {
+    auto fetcher = fetcher_for(v, /*current=*/true);
+    if (fetcher) {
+      handle->fetcher = std::move(*fetcher);
+      if (v.size >= options_.hydrate_min_size) {
+        // A whole-file background load, so mmap loaders faulting pages in any
+        // order still run at line rate. Single-flight keeps it from doubling
+        // the reads of a sequential reader.
+        handle->fetcher->prefetch(0, handle->fetcher->object()->block_count() - 1,
+                                  FetchPriority::kHydrate);
+      }
+    } else if (!serve_uncached(fetcher.error())) {
+      std::lock_guard lock(mu_);
+      if (Inode* n = find(ino)) n->open_handles--;
+      return std::unexpected(fetcher.error());
+    }
+    // Otherwise the cache cannot take an entry now (full of data in use, or a full
+    // disk): the handle reads straight from S3.
+  }
+  std::lock_guard lock(mu_);
+  uint64_t fh = next_fh_++;
+  handles_[fh] = std::move(handle);
+  return OpenResult{fh, keep_cache};
+}
+
+Result<ReadResult> FileSystem::read(uint64_t fh, uint64_t offset, size_t size) {
+  std::shared_ptr<Handle> h;
+  {
+    std::lock_guard lock(mu_);
+    auto it = handles_.find(fh);
+    if (it == handles_.end()) return fail(ErrorCode::kBadHandle, "unknown file handle");
+    h = it->second;
+  }
+  const uint64_t file_size = h->version.size;
+  if (offset >= file_size || size == 0) return ReadResult{};
+  const size_t length = static_cast<size_t>(std::min<uint64_t>(size, file_size - offset));
+  std::shared_ptr<BlockFetcher> fetcher;
+  {
+    std::lock_guard lock(h->mu);
+    if (!h->fetcher || h->fetcher->object()->released()) {
+      // No entry yet (the cache was full at open), or `nacre release` dropped it:
+      // cache this version anew if the cache takes it now.
+      auto fresh_fetcher = fetcher_for(h->version, /*current=*/false);
+      if (fresh_fetcher) {
+        h->fetcher = std::move(*fresh_fetcher);
+        h->window.reset();
+      } else if (!serve_uncached(fresh_fetcher.error())) {
+        return std::unexpected(fresh_fetcher.error());
+      }
+    }
+    fetcher = h->fetcher;
+  }
+  if (!fetcher)
+    return read_uncached(*h, offset, length, fail(ErrorCode::kCacheFull, "no cache entry").error());
+  // Holding the object keeps its data fd open until the reply is sent (ReadResult).
+  std::shared_ptr<cache::CachedObject> object = fetcher->object();
+  const uint64_t bs = object->block_size();
+  const uint64_t first = offset / bs, last = (offset + length - 1) / bs;
+  {
+    std::lock_guard lock(h->mu);
+    if (auto ahead = h->window.advance(offset, length, bs, object->block_count())) {
+      fetcher->prefetch(ahead->first, ahead->second, FetchPriority::kPrefetch);
+    }
+  }
+  auto st = fetcher->ensure(first, last);
+  if (!st && serve_uncached(st.error())) return read_uncached(*h, offset, length, st.error());
+  if (!st) return std::unexpected(st.error());
+  metrics_.read_bytes += length;
+  return ReadResult{object->data_fd(), offset, length, {}, std::move(object)};
+}
+
+Result<ReadResult> FileSystem::read_uncached(Handle& h, uint64_t offset, size_t length,
+                                             const Error& why) {
+  {
+    std::lock_guard lock(h.mu);
+    if (!h.warned_uncached) {
+      h.warned_uncached = true;
+      spdlog::warn("reading s3://{}/{} without caching: {}", h.version.bucket, h.version.key,
+                   why.describe());
+    }
+  }
+  ReadResult direct;
+  direct.data.reserve(length);
+  metrics_.count_request("GetObject");
+  auto r = client_.get_object({h.version.bucket, h.version.key, offset, length, h.version.etag},
+                              [&](std::string_view c) -> Status {
+                                direct.data.append(c);
+                                return {};
+                              });
+  if (!r) {
+    metrics_.count_error("GetObject", std::string(to_string(r.error().code)));
+    if (r.error().code == ErrorCode::kNoSuchKey) {
+      return fail(ErrorCode::kPreconditionFailed, "s3://" + h.version.bucket + "/" + h.version.key +
+                                                      " (ETag " + h.version.etag +
+                                                      ") no longer exists");
+    }
+    return std::unexpected(r.error());
+  }
+  if (direct.data.size() != length) {
+    return fail(ErrorCode::kMalformedResponse,
+                "GetObject s3://" + h.version.bucket + "/" + h.version.key + " returned " +
+                    std::to_string(direct.data.size()) + " bytes, asked " + std::to_string(length));
+  }
+  metrics_.s3_bytes_fetched += length;
+  metrics_.uncached_read_bytes += length;
+  metrics_.read_bytes += length;
+  direct.length = length;
+  direct.offset = offset;
+  return direct;
+}
+
+void FileSystem::release(uint64_t fh) {
+  std::shared_ptr<Handle> h;
+  std::lock_guard lock(mu_);
+  auto it = handles_.find(fh);
+  if (it == handles_.end()) return;
+  h = std::move(it->second);
+  handles_.erase(it);
+  if (Inode* n = find(h->ino)) {
+    if (n->open_handles > 0) n->open_handles--;
+    drop_if_unused(h->ino);
+  }
+}
+
+}  // namespace nacre::fs
