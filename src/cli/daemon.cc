@@ -1,6 +1,7 @@
 #include "cli/daemon.h"
 
 #include <fcntl.h>
+#include <sys/mount.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -11,7 +12,7 @@ namespace {
 int verdict_fd = -1;  // the child's end of the pipe, until ready()
 }
 
-Status Daemon::start(bool foreground) {
+Status Daemon::start(bool foreground, const std::string& mountpoint) {
   if (foreground) return {};
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) != 0) return fail_errno("pipe", errno);
@@ -29,8 +30,11 @@ Status Daemon::start(bool foreground) {
     do {
       n = ::read(fds[0], &verdict, 1);
     } while (n < 0 && errno == EINTR);
-    // EOF: the child exited or died before it was ready.
-    ::_exit(n == 1 && verdict == 0 ? 0 : 1);
+    if (n == 1 && verdict == 0) ::_exit(0);
+    // EOF: the child exited or died before it was ready. A child that failed cleanly
+    // has unmounted already (EINVAL here); one that crashed left the mount behind.
+    (void)::umount2(mountpoint.c_str(), MNT_DETACH);
+    ::_exit(1);
   }
   ::close(fds[0]);
   verdict_fd = fds[1];

@@ -5,6 +5,8 @@
 // fuse_daemonize lets the parent exit before the child has started anything.
 #pragma once
 
+#include <string>
+
 #include "common/error.h"
 
 namespace nacre::cli {
@@ -13,10 +15,11 @@ class Daemon {
  public:
   // Unless `foreground`, forks. The parent waits for the child's verdict and
   // exits with it (never returns): 0 after ready(), 1 if the child exits or
-  // dies first (the child has printed why on the stderr they share). The child
-  // returns, in a new session, with stderr still open. Call before any thread
-  // starts.
-  [[nodiscard]] static Status start(bool foreground);
+  // dies first (the child has printed why on the stderr they share); then the
+  // parent also detaches `mountpoint` if it is still mounted, so a child that
+  // crashed leaves no dead mount (ENOTCONN) behind. The child returns, in a new
+  // session, with stderr still open. Call before any thread starts.
+  [[nodiscard]] static Status start(bool foreground, const std::string& mountpoint);
 
   // The child is serving: the parent exits 0, and the child's standard
   // streams go to /dev/null. No-op in the foreground.

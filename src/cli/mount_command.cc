@@ -200,7 +200,7 @@ struct MountCommand {
 
     // The user's `nacre mount` waits for the verdict of what follows: threads and the
     // metrics port can only start after the fork, and must still be able to fail it.
-    if (auto d = Daemon::start(foreground); !d) return report(d.error());
+    if (auto d = Daemon::start(foreground, mo.mountpoint); !d) return report(d.error());
     pool.start();
     std::unique_ptr<MetricsExporter> exporter;
     if (!metrics_address.empty()) {

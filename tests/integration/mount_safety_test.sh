@@ -363,12 +363,36 @@ check "$t: upload 256 MiB to it" \
 # (it stalls on a GET), then unmount as HOW says; the daemon must exit within 5 s.
 #   kill-then-umount: SIGKILL the reader, then a plain fusermount3 -u
 #   lazy-then-kill:   fusermount3 -u -z with the reader inside, then SIGKILL it
+#   idle-hydrating:   hydration on; open and close the file after stopping the RGW,
+#                     so only background GETs wait and no FUSE request is in flight
+#                     (libfuse's loop then returns at once: the regression the
+#                     review found was that the cancel was skipped in that case)
 stall_round() {
-  local name=$1 how=$2 mnt="$work/$1" pid reader t0 secs fetched
+  local name=$1 how=$2 mnt="$work/$1" pid reader t0 secs fetched hydrate=off
+  [ "$how" = idle-hydrating ] && hydrate=1M
   check "$t ($how): mount (daemonised)" mount_daemon "$name" "$b/$prefix/stall" "$work/cacheG-$name" \
-    --endpoint-url "$stall_url" --hydrate-min-size off --metadata-ttl forever --fetch-threads 4
+    --endpoint-url "$stall_url" --hydrate-min-size "$hydrate" --metadata-ttl forever --fetch-threads 4
   pid=${mount_pid[$mnt]:-}
   [ -n "$pid" ] || { record FAIL "$t ($how): no daemon to test"; return; }
+  if [ "$how" = idle-hydrating ]; then
+    stat "$mnt/big256" >/dev/null  # the HEAD happens now; the open needs none
+    kill -STOP "$stall_rgw"
+    stall_rgw_pid=$stall_rgw
+    timeout 20 dd if="$mnt/big256" of=/dev/null bs=1M count=0 status=none
+    sleep 2
+    check "$t ($how): background GETs wait on the stopped S3" \
+      bash -c "[ \"\$(curl -s http://127.0.0.1:${mount_port[$name]}/metrics | awk '\$1 == \"nacre_s3_bytes_in_flight\" {print \$2}')\" != 0 ]"
+    t0=$(now)
+    check "$t ($how): fusermount3 -u succeeds" timeout 20 fusermount3 -u "$mnt"
+    wait_for 60 gone "$pid"
+    secs=$(since "$t0")
+    check "$t ($how): the nacre daemon exits within 5 s of the unmount (took $secs s)" \
+      awk -v s="$secs" 'BEGIN {exit !(s <= 5)}'
+    kill -CONT "$stall_rgw"
+    stall_rgw_pid=""
+    alive "$pid" && { kill -9 "$pid"; echo "     killed the daemon $pid left running"; }
+    return
+  fi
   timeout 60 dd if="$mnt/big256" of=/dev/null bs=1M count=1 status=none
   wait_for 20 bash -c "[ \"\$(curl -s http://127.0.0.1:${mount_port[$name]}/metrics | awk '\$1 == \"nacre_s3_bytes_in_flight\" {print \$2}')\" = 0 ]"
   kill -STOP "$stall_rgw"
@@ -405,6 +429,7 @@ stall_round() {
 if [ -n "$stall_rgw" ]; then
   stall_round G1 kill-then-umount
   stall_round G2 lazy-then-kill
+  stall_round G3 idle-hydrating
   check "$t: the RGW answers again after SIGCONT" \
     bash -c "timeout 60 '$nacre' stat --endpoint-url '$stall_url' '$b/$prefix/stall/big256' >/dev/null"
 else
