@@ -72,9 +72,9 @@ Status FileSystem::release_child(Ino dir_ino, const std::string& name, uid_t cal
   Ino ino = 0;
   {
     std::lock_guard lock(mu_);
-    Inode* dir = find(dir_ino);
-    if (!dir) return fail(ErrorCode::kStale, "stale directory inode");
-    if (dir->type != S_IFDIR) return fail(ErrorCode::kNotADirectory, "not a directory");
+    auto found = find_dir(dir_ino);
+    if (!found) return std::unexpected(found.error());
+    Inode* dir = *found;
     auto it = dir->children.find(name);
     if (it == dir->children.end()) return fail(ErrorCode::kNotFound, "no such file");
     ino = it->second;

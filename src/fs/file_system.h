@@ -177,6 +177,8 @@ class FileSystem {
   bool fresh(std::chrono::steady_clock::time_point at) const;
   Attr attr_of(const Inode& inode) const;
   Inode* find(Ino ino);
+  // The directory `ino`, or kStale (unknown inode) / kNotADirectory. Locked.
+  Result<Inode*> find_dir(Ino ino);
   // Whether the inode is what its parent directory shows under its name.
   bool attached(const Inode& inode);
   // The inode that shows `key` as `name` in `dir` from now on: the one the key had,

@@ -30,6 +30,13 @@ FileSystem::Inode* FileSystem::find(Ino ino) {
   return it == inodes_.end() ? nullptr : it->second.get();
 }
 
+Result<FileSystem::Inode*> FileSystem::find_dir(Ino ino) {
+  Inode* n = find(ino);
+  if (!n) return fail(ErrorCode::kStale, "stale directory inode");
+  if (n->type != S_IFDIR) return fail(ErrorCode::kNotADirectory, "not a directory");
+  return n;
+}
+
 bool FileSystem::attached(const Inode& n) {
   if (n.ino == kRootIno) return true;
   Inode* parent = find(n.parent);
@@ -135,9 +142,9 @@ Status FileSystem::list_directory(Ino dir_ino) {
   std::string prefix;
   {
     std::lock_guard lock(mu_);
-    Inode* dir = find(dir_ino);
-    if (!dir) return fail(ErrorCode::kStale, "stale directory inode");
-    if (dir->type != S_IFDIR) return fail(ErrorCode::kNotADirectory, "not a directory");
+    auto found = find_dir(dir_ino);
+    if (!found) return std::unexpected(found.error());
+    Inode* dir = *found;
     prefix = dir->key;
   }
   std::vector<s3::ObjectInfo> files;
@@ -239,9 +246,9 @@ Status FileSystem::revalidate(Ino parent, const std::string& name) {
   std::string dir_prefix;
   {
     std::lock_guard lock(mu_);
-    Inode* dir = find(parent);
-    if (!dir) return fail(ErrorCode::kStale, "stale directory inode");
-    if (dir->type != S_IFDIR) return fail(ErrorCode::kNotADirectory, "not a directory");
+    auto found = find_dir(parent);
+    if (!found) return std::unexpected(found.error());
+    Inode* dir = *found;
     dir_prefix = dir->key;
   }
   const std::string key = dir_prefix + name;
@@ -318,9 +325,9 @@ Result<Attr> FileSystem::lookup(Ino parent, const std::string& name) {
   bool need_check = true;
   {
     std::lock_guard lock(mu_);
-    Inode* dir = find(parent);
-    if (!dir) return fail(ErrorCode::kStale, "stale directory inode");
-    if (dir->type != S_IFDIR) return fail(ErrorCode::kNotADirectory, "not a directory");
+    auto found = find_dir(parent);
+    if (!found) return std::unexpected(found.error());
+    Inode* dir = *found;
     auto it = dir->children.find(name);
     if (it != dir->children.end()) {
       // A fresh listing vouches for its entries; so does a recent LIST or HEAD of
@@ -384,9 +391,9 @@ Result<std::vector<DirEntry>> FileSystem::readdir(Ino dir_ino) {
   bool stale;
   {
     std::lock_guard lock(mu_);
-    Inode* dir = find(dir_ino);
-    if (!dir) return fail(ErrorCode::kStale, "stale directory inode");
-    if (dir->type != S_IFDIR) return fail(ErrorCode::kNotADirectory, "not a directory");
+    auto found = find_dir(dir_ino);
+    if (!found) return std::unexpected(found.error());
+    Inode* dir = *found;
     stale = !fresh(dir->listed);
   }
   if (stale) {

@@ -139,8 +139,11 @@ Result<ReadResult> FileSystem::read(uint64_t fh, uint64_t offset, size_t size) {
     }
     fetcher = h->fetcher;
   }
-  if (!fetcher)
-    return read_uncached(*h, offset, length, fail(ErrorCode::kCacheFull, "no cache entry").error());
+  if (!fetcher) {
+    return read_uncached(
+        *h, offset, length,
+        Error{ErrorCode::kCacheFull, "the cache cannot take an entry for this file", {}, {}, 0});
+  }
   // Holding the object keeps its data fd open until the reply is sent (ReadResult).
   std::shared_ptr<cache::CachedObject> object = fetcher->object();
   const uint64_t bs = object->block_size();

@@ -1,10 +1,10 @@
 // Every header-signing case of the AWS SigV4 test suite. The suite is an
 // optional corpus kept outside the repository: CMake adds this file to
 // sigv4_test only when the folder named by the cache variable
-// NACRE_SIGV4_SUITE_DIR exists at configure time (default
-// ../shared/reference/aws-sigv4-test-suite beside the checkout), and passes
-// that path in as NACRE_SIGV4_SUITE_DIR. The vectors kept inline in
-// sigv4_test.cc run either way.
+// NACRE_SIGV4_SUITE_DIR exists at configure time (src/s3/CMakeLists.txt
+// decides where to look), and passes that path in as NACRE_SIGV4_SUITE_DIR.
+// This file reads nothing else. The vectors kept inline in sigv4_test.cc run
+// either way.
 #include <gtest/gtest.h>
 
 #include <cctype>
