@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/mount.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -31,9 +32,15 @@ Status Daemon::start(bool foreground, const std::string& mountpoint) {
       n = ::read(fds[0], &verdict, 1);
     } while (n < 0 && errno == EINTR);
     if (n == 1 && verdict == 0) ::_exit(0);
-    // EOF: the child exited or died before it was ready. A child that failed cleanly
-    // has unmounted already (EINVAL here); one that crashed left the mount behind.
-    (void)::umount2(mountpoint.c_str(), MNT_DETACH);
+    // EOF: the child exited or died before it was ready (its end of the pipe closes
+    // only then). One that failed cleanly unmounted on its way out: another mount now
+    // on that path (stacked below it) is not ours to touch. One killed by a signal
+    // left its mount behind, dead (ENOTCONN): detach it (root only; otherwise the
+    // user sees ENOTCONN and unmounts it with fusermount3 -u).
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    if (WIFSIGNALED(status)) (void)::umount2(mountpoint.c_str(), MNT_DETACH);
     ::_exit(1);
   }
   ::close(fds[0]);

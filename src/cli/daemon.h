@@ -15,9 +15,10 @@ class Daemon {
  public:
   // Unless `foreground`, forks. The parent waits for the child's verdict and
   // exits with it (never returns): 0 after ready(), 1 if the child exits or
-  // dies first (the child has printed why on the stderr they share); then the
-  // parent also detaches `mountpoint` if it is still mounted, so a child that
-  // crashed leaves no dead mount (ENOTCONN) behind. The child returns, in a new
+  // dies first (the child has printed why on the stderr they share). When the
+  // child was killed by a signal, the parent also detaches `mountpoint`, so a
+  // crash leaves no dead mount (ENOTCONN) behind; a child that failed cleanly
+  // has unmounted itself, and a mount below it is left alone. The child returns, in a new
   // session, with stderr still open. Call before any thread starts.
   [[nodiscard]] static Status start(bool foreground, const std::string& mountpoint);
 

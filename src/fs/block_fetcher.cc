@@ -126,9 +126,7 @@ std::vector<BlockFetcher::Pending> BlockFetcher::request(uint64_t first, uint64_
       if (!fetcher) return;
       if (!go) {
         if (!run->started.exchange(true)) {
-          for (uint64_t b = run->first; b <= run->last; ++b) {
-            fetcher->finish(b, fail(ErrorCode::kCancelled, "the mount is shutting down"));
-          }
+          fetcher->finish_run(*run, fail(ErrorCode::kCancelled, "the mount is shutting down"));
         }
         return;
       }
@@ -143,13 +141,10 @@ void BlockFetcher::run_guarded(const std::shared_ptr<Run>& run) {
     execute(run);
   } catch (const std::exception& e) {
     // Waiters must never hang: whatever the run had not finished fails.
-    for (uint64_t b = run->first; b <= run->last; ++b) {
-      finish(b, fail(ErrorCode::kIo, std::string("internal error while fetching: ") + e.what()));
-    }
+    finish_run(*run,
+               fail(ErrorCode::kIo, std::string("internal error while fetching: ") + e.what()));
   } catch (...) {
-    for (uint64_t b = run->first; b <= run->last; ++b) {
-      finish(b, fail(ErrorCode::kIo, "internal error while fetching"));
-    }
+    finish_run(*run, fail(ErrorCode::kIo, "internal error while fetching"));
   }
 }
 
@@ -163,6 +158,22 @@ void BlockFetcher::finish(uint64_t block, const Status& status) {
     in_flight_.erase(it);
   }
   promise->set_value(status);
+}
+
+void BlockFetcher::finish_run(const Run& run, const Status& status) {
+  std::vector<std::shared_ptr<std::promise<Status>>> promises;
+  {
+    std::lock_guard lock(mu_);
+    for (uint64_t b = run.first; b <= run.last; ++b) {
+      // Only blocks still in flight for this run: one finished meanwhile may have been
+      // asked for again, by a new run whose waiters are not ours to fail.
+      auto it = in_flight_.find(b);
+      if (it == in_flight_.end() || it->second.second.run.get() != &run) continue;
+      promises.push_back(it->second.first);
+      in_flight_.erase(it);
+    }
+  }
+  for (auto& p : promises) p->set_value(status);
 }
 
 void BlockFetcher::execute(const std::shared_ptr<Run>& run) {

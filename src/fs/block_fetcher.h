@@ -90,6 +90,8 @@ class BlockFetcher : public std::enable_shared_from_this<BlockFetcher> {
   // execute, failing the run's waiters if it throws (no exception leaves a worker).
   void run_guarded(const std::shared_ptr<Run>& run);
   void finish(uint64_t block, const Status& status);
+  // Fails the blocks of `run` still in flight for it (cancellation, an exception).
+  void finish_run(const Run& run, const Status& status);
 
   s3::ObjectClient& client_;
   FetchPool& pool_;

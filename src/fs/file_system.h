@@ -147,6 +147,8 @@ class FileSystem {
   [[nodiscard]] Result<ReadResult> read(uint64_t fh, uint64_t offset, size_t size);
   void release(uint64_t fh);
   StatFs statfs() const { return {}; }
+  // Inodes held in memory (the root included).
+  size_t inode_count();
   // The answer to every namespace or data change (create, mkdir, unlink,
   // rename, setattr, write...): the write path is not built yet, so the
   // file system is read-only (kReadOnly → EROFS). Hard links are never

@@ -730,5 +730,44 @@ TEST_F(FileSystemTest, ContainSymlinksRefusesTargetsOutsideTheMount) {
   EXPECT_EQ(*open_fs.readlink(lookup_path(open_fs, "abs")), "/etc/shadow");
 }
 
+// A deleted directory that still listed children was kept for them, and they for it:
+// inodes of rotated prefixes were never freed.
+TEST_F(FileSystemTest, InodesOfADeletedDirectoryTreeAreFreed) {
+  put("p/d/e/x", "1");
+  put("p/d/y", "2");
+  FsOptions o;
+  o.metadata_ttl = 0ms;
+  auto& fs = mount(o);
+  ASSERT_TRUE(fs.readdir(kRootIno));
+  Ino d = lookup_path(fs, "d");
+  ASSERT_TRUE(fs.readdir(d));
+  Ino e = lookup_path(fs, "d/e");
+  ASSERT_TRUE(fs.readdir(e));
+  EXPECT_EQ(fs.inode_count(), 5u);  // root, d, d/e, d/e/x, d/y
+  fs.forget(d, 2);                  // what the kernel looked up, it forgets
+  fs.forget(e, 1);
+  ASSERT_TRUE(store_.delete_object("b", "p/d/e/x"));
+  ASSERT_TRUE(store_.delete_object("b", "p/d/y"));
+  ASSERT_TRUE(fs.readdir(kRootIno));
+  EXPECT_EQ(fs.inode_count(), 1u) << "the deleted tree's inodes were kept";
+}
+
+// A listing that saw a symlink's object replaced by a regular one kept the symlink type
+// (LIST has no metadata), and readlink handed the file's body to the kernel as a path.
+TEST_F(FileSystemTest, ASymlinkReplacedByAFileIsNotReadAsATarget) {
+  put("p/link", "target", {{"file-permissions", "0120777"}});
+  FsOptions o;
+  o.metadata_ttl = 0ms;
+  auto& fs = mount(o);
+  Ino link = lookup_path(fs, "link");
+  ASSERT_EQ(*fs.readlink(link), "target");
+  put("p/link", "../../etc/shadow");  // now a regular file
+  ASSERT_TRUE(fs.readdir(kRootIno));
+  auto r = fs.readlink(link);
+  ASSERT_FALSE(r) << "read the file's body as a symlink target: " << *r;
+  EXPECT_EQ(to_errno(r.error()), ESTALE);
+  EXPECT_EQ(fs.lookup(kRootIno, "link")->mode & S_IFMT, static_cast<mode_t>(S_IFREG));
+}
+
 }  // namespace
 }  // namespace nacre::fs

@@ -30,6 +30,11 @@ FileSystem::Inode* FileSystem::find(Ino ino) {
   return it == inodes_.end() ? nullptr : it->second.get();
 }
 
+size_t FileSystem::inode_count() {
+  std::lock_guard lock(mu_);
+  return inodes_.size();
+}
+
 Result<FileSystem::Inode*> FileSystem::find_dir(Ino ino) {
   Inode* n = find(ino);
   if (!n) return fail(ErrorCode::kStale, "stale directory inode");
@@ -76,7 +81,13 @@ Attr FileSystem::attr_of(const Inode& n) const {
 void FileSystem::drop_if_unused(Ino ino) {
   Inode* n = find(ino);
   if (!n || ino == kRootIno || n->lookups > 0 || n->open_handles > 0 || attached(*n)) return;
-  if (!n->children.empty()) return;  // still the parent of inodes the kernel may know
+  // A detached directory nobody uses can no longer be reached, nor can its children:
+  // they go with it, recursively (one still in use lives on, detached, until the kernel
+  // forgets it). Kept, they would never be freed: a cycle of "still has children".
+  std::vector<Ino> children;
+  for (const auto& [name, child] : n->children) children.push_back(child);
+  n->children.clear();
+  for (Ino child : children) drop_if_unused(child);
   if (auto it = ino_by_key_.find(n->key); it != ino_by_key_.end() && it->second == ino) {
     ino_by_key_.erase(it);
   }
@@ -413,11 +424,29 @@ Result<std::string> FileSystem::readlink(Ino ino) {
   cache::ObjectVersion v;
   size_t depth = 0;
   std::string target;
+  Ino parent = 0;
+  std::string name;
   {
     std::lock_guard lock(mu_);
     Inode* n = find(ino);
     if (!n) return fail(ErrorCode::kStale, "stale inode");
     if (n->type != S_IFLNK) return fail(ErrorCode::kInvalidArgument, "not a symlink");
+    // A listing that saw a new ETag cannot tell whether the object is still a symlink
+    // (LIST has no metadata): a HEAD decides before its body is taken for a target.
+    if (!n->metadata_loaded && attached(*n)) {
+      parent = n->parent;
+      name = n->name;
+    }
+  }
+  if (!name.empty()) {
+    if (Status st = revalidate(parent, name); !st) return std::unexpected(st.error());
+  }
+  {
+    std::lock_guard lock(mu_);
+    Inode* n = find(ino);
+    if (!n) return fail(ErrorCode::kStale, "stale inode");
+    // Now a regular file (under a new inode): this one no longer names the object.
+    if (!name.empty() && !attached(*n)) return fail(ErrorCode::kStale, "no longer a symlink");
     v = {options_.bucket, n->key, n->etag, n->size};
     target = n->symlink_target;
     std::string_view rel(n->key);

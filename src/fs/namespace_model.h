@@ -270,7 +270,11 @@ class Model {
   void drop_if_unused(int id) {
     Inode* n = find(id);
     if (!n || id == kRoot || n->lookups > 0 || n->open_handles > 0 || attached(id)) return;
-    if (!n->children.empty()) return;
+    // A detached, unused directory takes its unreachable children with it.
+    std::vector<int> children;
+    for (const auto& [name, child] : n->children) children.push_back(child);
+    n->children.clear();
+    for (int child : children) drop_if_unused(child);
     if (auto it = ino_by_key_.find(n->key); it != ino_by_key_.end() && it->second == id) {
       ino_by_key_.erase(it);
     }

@@ -456,6 +456,11 @@ Result<GetObjectResult> S3Client::get_object(const GetObjectRequest& req, const 
     }
     return st;
   };
+  if (req.length && *req.length == 0) {
+    // "bytes=N-(N-1)" would wrap around; an empty range has nothing to ask for.
+    return fail(ErrorCode::kInvalidArgument,
+                "GetObject " + object_url(req.bucket, req.key) + ": an empty range");
+  }
   for (int attempt = 1;; ++attempt) {
     uint64_t offset = req.offset + delivered;
     Call call{"GetObject", "GET", req.bucket, req.key, {}, {}, Body::empty(), false};

@@ -387,6 +387,17 @@ TEST(S3Client, RangedGetFromZeroCoveringTheWholeObjectAcceptsA200) {
   EXPECT_TRUE(other.empty());
 }
 
+// "bytes=0-(0-1)" wrapped around to the whole object.
+TEST(S3Client, EmptyRangeIsRefusedWithoutARequest) {
+  TestHttpServer server([&](const ReceivedRequest&) { return ScriptedReply{200, {}, "x", {}, 0}; });
+  auto client = client_for(server.url());
+  std::string out;
+  auto r = client->get_object({"b", "k", 0, 0, ""}, into(out));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_TRUE(server.requests().empty());
+}
+
 TEST(S3Client, RangedGetWithAWrongContentRangeIsRefused) {
   std::string data = pattern(1000);
   // Each answer to "bytes=100-149" that must not be taken for those bytes.

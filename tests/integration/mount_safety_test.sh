@@ -381,7 +381,7 @@ stall_round() {
     timeout 20 dd if="$mnt/big256" of=/dev/null bs=1M count=0 status=none
     sleep 2
     check "$t ($how): background GETs wait on the stopped S3" \
-      bash -c "[ \"\$(curl -s http://127.0.0.1:${mount_port[$name]}/metrics | awk '\$1 == \"nacre_s3_bytes_in_flight\" {print \$2}')\" != 0 ]"
+      bash -c "v=\$(curl -s http://127.0.0.1:${mount_port[$name]}/metrics | awk '\$1 == \"nacre_s3_bytes_in_flight\" {printf \"%.0f\", \$2}'); [ -n \"\$v\" ] && [ \"\$v\" -gt 0 ]"
     t0=$(now)
     check "$t ($how): fusermount3 -u succeeds" timeout 20 fusermount3 -u "$mnt"
     wait_for 60 gone "$pid"
