@@ -16,6 +16,7 @@
 #include "fs/file_system.h"
 #include "fs/mount_source.h"
 #include "fuse/fuse_mount.h"
+#include "staging/staging_store.h"
 
 namespace nacre::cli {
 
@@ -36,6 +37,7 @@ struct MountCommand {
   std::string min_free = "1G";
   std::string metadata_ttl = "1";
   std::string import_policy = "NEW,CHANGED,DELETED";
+  std::string export_policy = "NEW,CHANGED,DELETED";
   uid_t uid = getuid();
   gid_t gid = getgid();
   std::string file_mode = "0644";
@@ -92,9 +94,9 @@ struct MountCommand {
           cache_size = value;
         else if (key == "metadata-ttl")
           metadata_ttl = value;
-        else if (key == "import-policy") {
+        else if (key == "import-policy" || key == "export-policy") {
           std::replace(value.begin(), value.end(), ':', ',');  // commas split -o lists
-          import_policy = value;
+          (key == "import-policy" ? import_policy : export_policy) = value;
         } else if (key == "uid" || key == "gid") {
           auto id = parse_id(value, key);
           if (!id) return std::unexpected(id.error());
@@ -128,6 +130,8 @@ struct MountCommand {
     if (!ttl) return report(ttl.error());
     auto policy = parse_import_policy(import_policy);
     if (!policy) return report(policy.error());
+    auto exports = parse_export_policy(export_policy);
+    if (!exports) return report(exports.error());
     auto fmode = parse_mode(file_mode);
     if (!fmode) return report(fmode.error());
     auto dmode = parse_mode(dir_mode);
@@ -153,7 +157,7 @@ struct MountCommand {
     // command's exit status and message tell the user what is wrong.
     auto client = s3.make_client();
     if (!client) return report(client.error());
-    if (auto ok = fs::check_mount_source(**client, *src); !ok) return report(ok.error());
+    if (auto ok = fs::check_mount_source(**client, *src, read_only); !ok) return report(ok.error());
     cache::CacheOptions cache_options;
     // One cache directory per mount source: a cache directory serves one
     // process at a time, and a remount of the same source finds its data.
@@ -164,6 +168,20 @@ struct MountCommand {
     cache_options.min_free_bytes = *min_free_bytes;
     auto cache = cache::BlockCache::open(cache_options);
     if (!cache) return report(cache.error());
+    // Files being written live beside the cache, under the cache directory's lock
+    // (docs/ARCHITECTURE.md): staged data is never evicted and survives a crash.
+    std::unique_ptr<staging::StagingStore> staging;
+    if (!read_only) {
+      auto store = staging::StagingStore::open(cache_options.dir + "/staging");
+      if (!store) return report(store.error());
+      staging = std::move(*store);
+      if (exports->none()) {
+        std::fprintf(stderr,
+                     "nacre mount: export policy NONE: changes stay on this node (staged in %s) "
+                     "and never reach the bucket\n",
+                     staging->dir().c_str());
+      }
+    }
 
     fs::Metrics metrics;
     fs::FetchPool pool(fetch_threads);
@@ -181,6 +199,8 @@ struct MountCommand {
     options.hydrate_min_size = *hydrate;
     options.allow_suid = allow_suid;
     options.contain_symlinks = contain_symlinks;
+    options.export_policy = *exports;
+    options.staging = staging.get();
     fuse::FuseMount* mount_ptr = nullptr;
     options.invalidate_data = [&mount_ptr](fs::Ino ino) {
       if (mount_ptr) mount_ptr->invalidate_data(ino);
@@ -202,6 +222,7 @@ struct MountCommand {
     // metrics port can only start after the fork, and must still be able to fail it.
     if (auto d = Daemon::start(foreground, mo.mountpoint); !d) return report(d.error());
     pool.start();
+    if (Status st = filesystem.start_write_path(); !st) return report(st.error());
     std::unique_ptr<MetricsExporter> exporter;
     if (!metrics_address.empty()) {
       auto e = MetricsExporter::start(metrics_address, metrics, **cache);
@@ -222,6 +243,12 @@ struct MountCommand {
     });
     mount_ptr = nullptr;
     mounted->reset();  // unmount before the pool and cache go away
+    if (size_t pending = filesystem.pending_exports(); pending > 0) {
+      spdlog::warn("{} files were not exported yet; they stay staged in {} and are exported at "
+                   "the next mount",
+                   pending, staging ? staging->dir() : "");
+    }
+    filesystem.stop_write_path();
     if (!st_run) {
       spdlog::error("{}", st_run.error().describe());
       return 1;
@@ -247,8 +274,8 @@ void add_mount_command(CLI::App& app, int& exit_code) {
   auto m = std::make_shared<MountCommand>();
   CLI::App* cmd = app.add_subcommand(
       "mount",
-      "Mount s3://BUCKET[/PREFIX] as a read-through POSIX file system (unmount with "
-      "umount or fusermount3 -u)");
+      "Mount s3://BUCKET[/PREFIX] as a POSIX file system: reads through the node cache, "
+      "writes exported on close (unmount with umount or fusermount3 -u)");
   cmd->add_option("source", m->source, "s3://BUCKET[/PREFIX]")->required();
   cmd->add_option("mountpoint", m->mountpoint, "an existing directory")->required();
   cmd->add_flag("--read-only", m->read_only, "mount read-only (writes get EROFS)");
@@ -264,6 +291,10 @@ void add_mount_command(CLI::App& app, int& exit_code) {
       ->capture_default_str();
   cmd->add_option("--import-policy", m->import_policy,
                   "bucket changes that become visible: any of NEW,CHANGED,DELETED, or NONE")
+      ->capture_default_str();
+  cmd->add_option("--export-policy", m->export_policy,
+                  "changes made through the mount that reach the bucket: any of "
+                  "NEW,CHANGED,DELETED, or NONE to keep them on this node")
       ->capture_default_str();
   cmd->add_option("--uid", m->uid, "owner of files without file-owner metadata");
   cmd->add_option("--gid", m->gid, "group of files without file-group metadata");

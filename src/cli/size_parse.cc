@@ -1,5 +1,7 @@
 #include "cli/size_parse.h"
 
+#include <array>
+
 #include <algorithm>
 #include <cctype>
 #include <charconv>
@@ -56,8 +58,12 @@ Result<std::optional<std::chrono::milliseconds>> parse_ttl(const std::string& te
       std::chrono::milliseconds(std::llround(s * 1000)));
 }
 
-Result<fs::ImportPolicy> parse_import_policy(const std::string& text) {
-  fs::ImportPolicy p{false, false, false};
+namespace {
+
+// NEW,CHANGED,DELETED or NONE, the format of FSx's autoImportPolicy and
+// autoExportPolicy.
+Result<std::array<bool, 3>> parse_policy(const std::string& text, const char* what) {
+  std::array<bool, 3> p{false, false, false};
   std::string upper = text;
   std::transform(upper.begin(), upper.end(), upper.begin(),
                  [](unsigned char c) { return std::toupper(c); });
@@ -68,18 +74,32 @@ Result<fs::ImportPolicy> parse_import_policy(const std::string& text) {
     std::string item =
         upper.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
     if (item == "NEW")
-      p.new_objects = true;
+      p[0] = true;
     else if (item == "CHANGED")
-      p.changed = true;
+      p[1] = true;
     else if (item == "DELETED")
-      p.deleted = true;
+      p[2] = true;
     else
-      return fail(ErrorCode::kInvalidArgument, "import policy '" + text + "': '" + item +
+      return fail(ErrorCode::kInvalidArgument, std::string(what) + " '" + text + "': '" + item +
                                                    "' is not NEW, CHANGED, DELETED or NONE");
     if (comma == std::string::npos) break;
     pos = comma + 1;
   }
   return p;
+}
+
+}  // namespace
+
+Result<fs::ImportPolicy> parse_import_policy(const std::string& text) {
+  auto p = parse_policy(text, "import policy");
+  if (!p) return std::unexpected(p.error());
+  return fs::ImportPolicy{(*p)[0], (*p)[1], (*p)[2]};
+}
+
+Result<fs::ExportPolicy> parse_export_policy(const std::string& text) {
+  auto p = parse_policy(text, "export policy");
+  if (!p) return std::unexpected(p.error());
+  return fs::ExportPolicy{(*p)[0], (*p)[1], (*p)[2]};
 }
 
 Result<uint32_t> parse_id(const std::string& text, const std::string& what) {

@@ -22,5 +22,6 @@ namespace nacre::cli {
 [[nodiscard]] Result<uint32_t> parse_id(const std::string& text, const std::string& what);
 // "NEW,CHANGED,DELETED" (any subset, case-insensitive; "NONE" for none).
 [[nodiscard]] Result<fs::ImportPolicy> parse_import_policy(const std::string& text);
+[[nodiscard]] Result<fs::ExportPolicy> parse_export_policy(const std::string& text);
 
 }  // namespace nacre::cli

@@ -57,6 +57,16 @@ std::string_view to_string(ErrorCode code) {
       return "BadHandle";
     case ErrorCode::kNoAttribute:
       return "NoAttribute";
+    case ErrorCode::kExists:
+      return "Exists";
+    case ErrorCode::kNotEmpty:
+      return "NotEmpty";
+    case ErrorCode::kNameTooLong:
+      return "NameTooLong";
+    case ErrorCode::kFileTooBig:
+      return "FileTooBig";
+    case ErrorCode::kCrossDevice:
+      return "CrossDevice";
     case ErrorCode::kReleased:
       return "Released";
     case ErrorCode::kNotCached:

@@ -40,6 +40,11 @@ enum class ErrorCode {
   kReleased,       // cache: the entry was released or evicted; open it again
   kNotCached,      // cache: a block asked for is not present
   kCacheFull,      // cache: --cache-size or --cache-min-free reached; serve uncached
+  kExists,         // the name exists already (EEXIST)
+  kNotEmpty,       // rmdir or rename over a directory that has entries (ENOTEMPTY)
+  kNameTooLong,    // a name over 255 bytes (ENAMETOOLONG)
+  kFileTooBig,     // past S3's 5 TiB object limit (EFBIG)
+  kCrossDevice,    // a rename the export policy cannot carry out as one (EXDEV)
   kOther,          // any other S3 error code (kept in Error::s3_code)
 };
 

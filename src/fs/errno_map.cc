@@ -21,6 +21,16 @@ int to_errno(const Error& error) {
       return EBADF;
     case ErrorCode::kNoAttribute:
       return ENODATA;
+    case ErrorCode::kExists:
+      return EEXIST;
+    case ErrorCode::kNotEmpty:
+      return ENOTEMPTY;
+    case ErrorCode::kNameTooLong:
+      return ENAMETOOLONG;
+    case ErrorCode::kFileTooBig:
+      return EFBIG;
+    case ErrorCode::kCrossDevice:
+      return EXDEV;
     case ErrorCode::kAccessDenied:
     case ErrorCode::kInvalidCredentials:
     case ErrorCode::kCredentialsUnavailable:

@@ -1,5 +1,5 @@
-// The fs core's construction, extended attributes, `nacre release`, and the
-// answers to modifications (see file_system.h; the namespace and the read path
+// The fs core's construction, extended attributes and `nacre release` (see
+// file_system.h; the namespace, its changes, the read path and the write path
 // have files of their own).
 #include "fs/file_system.h"
 
@@ -7,6 +7,7 @@
 
 #include "fs/inode.h"
 #include "fs/names.h"
+#include "fs/staged.h"
 
 namespace nacre::fs {
 
@@ -23,15 +24,8 @@ FileSystem::FileSystem(s3::ObjectClient& client, cache::BlockCache& cache, Fetch
   inodes_[kRootIno] = std::move(root);
 }
 
-FileSystem::~FileSystem() = default;
-
-Status FileSystem::modify() const {
-  return fail(ErrorCode::kReadOnly,
-              "the file system is read-only (the write path is not built yet)");
-}
-
-Status FileSystem::link() const {
-  return fail(ErrorCode::kNotSupported, "hard links are not supported on S3");
+FileSystem::~FileSystem() {
+  stop_write_path();  // its threads use everything else
 }
 
 Result<std::string> FileSystem::getxattr(Ino ino, const std::string& name) {

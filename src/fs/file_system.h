@@ -2,9 +2,11 @@
 // node-local cache. Everything POSIX-visible is decided here; the FUSE adapter
 // only forwards (src/fuse). No libfuse or gRPC types appear in this layer.
 //
-// The code is in three files: namespace.cc (inodes, the directory view, TTL
-// and import policy), read_path.cc (open, read, prefetch, uncached reads) and
-// file_system.cc (the rest: extended attributes, release, refusals).
+// The code is in five files: namespace.cc (inodes, the directory view, TTL
+// and import policy), namespace_change.cc (unlink, mkdir, rmdir, symlink,
+// rename), read_path.cc (open, read, prefetch, uncached reads), write_path.cc
+// (staging, export, export policy, crash recovery) and file_system.cc (the
+// rest: extended attributes, release).
 //
 // Errors are one code per meaning (common/error.h): kNotFound for a name that
 // does not exist, kStale for an inode or handle that no longer names what it
@@ -19,8 +21,10 @@
 // handles (fstat, reads of the old version) until the kernel forgets it.
 //
 // Thread safety: every method may be called from many threads at once.
-// Lock order: Handle::mu → FileSystem::mu_ (a read may swap its handle's
-// fetcher). Network requests and waits for fetches happen with no lock held.
+// Lock order: Staged::io → Handle::mu → FileSystem::mu_ → Staged::mu (a read
+// may swap its handle's fetcher; an export holds its staged file's io lock
+// while it uploads). Network requests and waits for fetches happen with no
+// lock held but Staged::io.
 #pragma once
 
 #include <sys/stat.h>
@@ -32,6 +36,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -41,6 +46,10 @@
 #include "fs/metrics.h"
 #include "fs/posix_metadata.h"
 #include "s3/object_client.h"
+
+namespace nacre::staging {
+class StagingStore;
+}
 
 namespace nacre::fs {
 
@@ -52,6 +61,18 @@ struct ImportPolicy {
   bool new_objects = true;  // NEW: objects that appear become files
   bool changed = true;      // CHANGED: a new ETag replaces the old version
   bool deleted = true;      // DELETED: objects that disappear are removed
+};
+
+// Which changes made through the mount are written to the bucket (FSx's
+// autoExportPolicy). A change the policy leaves out stays on this node: new and
+// changed files stay staged (kept across restarts, listed by `nacre status`),
+// deleted names stay hidden on this mount while it lives.
+struct ExportPolicy {
+  bool new_objects = true;  // NEW: files, directories and symlinks created here
+  bool changed = true;      // CHANGED: content and metadata changes of existing objects
+  bool deleted = true;      // DELETED: unlink and rmdir delete the objects
+  bool none() const { return !new_objects && !changed && !deleted; }
+  bool all() const { return new_objects && changed && deleted; }
 };
 
 struct FsOptions {
@@ -78,7 +99,31 @@ struct FsOptions {
   // Called when a file's cached data is dropped, so the adapter can drop the
   // kernel's page cache of it too.
   std::function<void(Ino)> invalidate_data;
+  ExportPolicy export_policy;
+  // Where written files are staged (required for read-write mounts; not owned).
+  staging::StagingStore* staging = nullptr;
+  int upload_concurrency = 8;  // parts in flight per export
+  // How long a failed export waits before it is tried again (doubling to 1 min).
+  std::chrono::milliseconds export_retry = std::chrono::seconds(2);
 };
+
+// What setattr changes (chmod, chown, utimens, truncate).
+struct SetAttr {
+  std::optional<uint64_t> size;
+  std::optional<mode_t> mode;  // permission bits
+  std::optional<uid_t> uid;
+  std::optional<gid_t> gid;
+  std::optional<timespec> atime;
+  std::optional<timespec> mtime;
+};
+
+// Who makes a new file: the owner it gets.
+struct Caller {
+  uid_t uid = 0;
+  gid_t gid = 0;
+};
+
+
 
 struct Attr {
   Ino ino = 0;
@@ -114,7 +159,7 @@ struct ReadResult {
   uint64_t offset = 0;
   size_t length = 0;
   std::string data;
-  std::shared_ptr<cache::CachedObject> source;
+  std::shared_ptr<const void> source;  // a cache::CachedObject or a staged file
 };
 
 struct StatFs {
@@ -143,18 +188,60 @@ class FileSystem {
   [[nodiscard]] Result<std::string> readlink(Ino ino);
   // kStale when the inode no longer names the object's current version (the kernel
   // then walks the path again and opens the new inode); kIsADirectory; kReadOnly.
+  // An open for writing stages the file (O_TRUNC: empty; otherwise a copy of the
+  // object, from the node cache where it has the bytes).
   [[nodiscard]] Result<OpenResult> open(Ino ino, int flags);
   [[nodiscard]] Result<ReadResult> read(uint64_t fh, uint64_t offset, size_t size);
+  // Exports a handle's staged file when it is the last writer to go (a shared
+  // mmap's pages may be written back after close); a failure is retried later.
   void release(uint64_t fh);
   StatFs statfs() const { return {}; }
   // Inodes held in memory (the root included).
   size_t inode_count();
-  // The answer to every namespace or data change (create, mkdir, unlink,
-  // rename, setattr, write...): the write path is not built yet, so the
-  // file system is read-only (kReadOnly → EROFS). Hard links are never
-  // supported (kNotSupported).
-  [[nodiscard]] Status modify() const;
+
+  // The write path (write_path.cc). Every change answers kReadOnly on read-only
+  // mounts.
+  // A new file `name` in `parent`, staged and open (kExists with O_EXCL when the
+  // name exists; without O_EXCL an existing file is opened).
+  [[nodiscard]] Result<std::pair<Attr, OpenResult>> create(Ino parent, const std::string& name,
+                                                           mode_t mode, int flags,
+                                                           const Caller& caller);
+  [[nodiscard]] Result<size_t> write(uint64_t fh, uint64_t offset, std::string_view data);
+  // close() (every close of a handle) and fsync(): export the staged file if it
+  // changed. The error says why S3 did not take it; the data stays staged.
+  [[nodiscard]] Status flush(uint64_t fh);
+  [[nodiscard]] Status fsync(uint64_t fh);
+  [[nodiscard]] Result<Attr> setattr(Ino ino, const SetAttr& change, std::optional<uint64_t> fh);
+  // fallocate(2) on an open handle's staged file: mode 0 and FALLOC_FL_KEEP_SIZE.
+  [[nodiscard]] Status fallocate(uint64_t fh, int mode, uint64_t offset, uint64_t length);
+  // Starts the exporter (the threads that stream parts and retry failed
+  // exports) and recovers the staged files of this mount's bucket and prefix
+  // left by a process that died: the multipart uploads they had in flight are
+  // aborted; files whose writer had closed them are exported in the
+  // background; files still being written are kept and reported, never
+  // exported or deleted. Call once, after daemonising, before serving. Without
+  // it, exports happen only at close and fsync and failures are not retried.
+  [[nodiscard]] Status start_write_path();
+  // Exports still pending (failed, to be retried); 0 when S3 has everything.
+  size_t pending_exports();
+  // Stops the export retry thread (unmount): staged data stays on disk.
+  void stop_write_path();
+
+  // Namespace changes (namespace_change.cc).
+  [[nodiscard]] Result<Attr> mkdir(Ino parent, const std::string& name, mode_t mode,
+                                   const Caller& caller);
+  [[nodiscard]] Result<Attr> symlink(Ino parent, const std::string& name,
+                                     const std::string& target, const Caller& caller);
+  [[nodiscard]] Status unlink(Ino parent, const std::string& name);
+  [[nodiscard]] Status rmdir(Ino parent, const std::string& name);
+  // flags: RENAME_NOREPLACE (kExists when the target exists); RENAME_EXCHANGE is
+  // kNotSupported.
+  [[nodiscard]] Status rename(Ino parent, const std::string& name, Ino new_parent,
+                              const std::string& new_name, unsigned flags);
+  // Hard links are never supported (kNotSupported → ENOTSUP).
   [[nodiscard]] Status link() const;
+  // Refusal of what the file system never does (mknod of devices and fifos).
+  [[nodiscard]] Status refuse_special() const;
 
   // Extended attributes for `nacre status` / `nacre release`:
   //   user.nacre.s3_url        s3://bucket/key of the file
@@ -162,7 +249,8 @@ class FileSystem {
   //   user.nacre.cached_bytes  bytes of that version in the node cache
   // Setting user.nacre.release drops the file's cached data (on read-write mounts;
   // the kernel refuses setxattr on read-only ones, hence release_child below).
-  // Unknown names: kNoAttribute (get), kNotSupported (set).
+  // Unknown names: kNoAttribute (get), kNotSupported (set: user extended
+  // attributes are not stored in S3 metadata, see docs/SEMANTICS.md).
   [[nodiscard]] Result<std::string> getxattr(Ino ino, const std::string& name);
   [[nodiscard]] Result<std::vector<std::string>> listxattr(Ino ino);
   [[nodiscard]] Status setxattr(Ino ino, const std::string& name, const std::string& value);
@@ -203,6 +291,41 @@ class FileSystem {
   // take the bytes.
   Result<ReadResult> read_uncached(Handle& h, uint64_t offset, size_t length, const Error& why);
 
+  // Write path internals (write_path.cc).
+  struct Staged;
+  struct Exporter;
+  Status writable() const;
+  // The staged file of inode `ino`, staging it first if needed: an empty file
+  // when `truncate`, otherwise the object's bytes. No lock held.
+  Result<std::shared_ptr<Staged>> stage(Ino ino, bool truncate);
+  Result<std::shared_ptr<Staged>> new_staged(Ino ino, const std::string& key,
+                                             const std::string& base_etag,
+                                             const PosixMetadata& posix);
+  Status truncate_staged(Staged& s, uint64_t size);
+  // Exports `s` if it changed: PUT or multipart (completing a streamed upload).
+  Status export_staged(const std::shared_ptr<Staged>& s);
+  // Streams full parts of a sequentially written file while it is written.
+  void stream_parts(const std::shared_ptr<Staged>& s);
+  // Lets go of an inode's staged file once nothing needs it (exported, no
+  // handle open). Locked.
+  void drop_staged_if_done(Inode& n);
+  void schedule_retry(const std::shared_ptr<Staged>& s);
+  void retry_loop(std::stop_token stop);
+  // The export policy's verdict for a staged file.
+  bool may_export(const Staged& s) const;
+  // Copies `key` onto itself with new POSIX metadata (other metadata and the
+  // content type kept). No lock held.
+  Status replace_metadata(const std::string& key, const std::string& etag,
+                          const PosixMetadata& posix, std::string* new_etag);
+  // Moves the objects of one key (file) or prefix (directory) in S3.
+  Status move_file(Ino ino, const std::string& from, const std::string& to, uint64_t size,
+                   const std::string& etag);
+  Status move_directory(const std::string& from, const std::string& to);
+  // Changes the keys of an inode and everything below it after a rename. Locked.
+  void rekey(Ino ino, const std::string& from, const std::string& to);
+  // Whether the name is hidden on this mount (deleted here, DELETED not exported).
+  bool hidden_locally(const std::string& key) const;
+
   s3::ObjectClient& client_;
   cache::BlockCache& cache_;
   FetchPool& pool_;
@@ -216,6 +339,8 @@ class FileSystem {
   std::map<uint64_t, std::shared_ptr<Handle>> handles_;          // GUARDED_BY(mu_)
   uint64_t next_fh_ = 1;                                         // GUARDED_BY(mu_)
   std::map<std::string, std::weak_ptr<BlockFetcher>> fetchers_;  // GUARDED_BY(mu_)
+  std::set<std::string> deleted_locally_;                        // GUARDED_BY(mu_)
+  std::unique_ptr<Exporter> exporter_;
 };
 
 }  // namespace nacre::fs

@@ -386,12 +386,20 @@ TEST(MountSource, MissingBucketOrPrefixFailsTheCheck) {
   s3::MemoryObjectClient store;
   store.create_bucket("b");
   ASSERT_TRUE(store.put_object({"b", "models/x", s3::Body::from_memory("1"), {}, ""}));
-  EXPECT_TRUE(check_mount_source(store, {"b", "models/"}));
-  EXPECT_TRUE(check_mount_source(store, {"b", ""}));
-  auto no_prefix = check_mount_source(store, {"b", "nothing/"});
+  EXPECT_TRUE(check_mount_source(store, {"b", "models/"}, true));
+  EXPECT_TRUE(check_mount_source(store, {"b", ""}, true));
+  auto no_prefix = check_mount_source(store, {"b", "nothing/"}, true);
   ASSERT_FALSE(no_prefix);
   EXPECT_NE(no_prefix.error().message.find("holds no objects"), std::string::npos);
-  EXPECT_EQ(check_mount_source(store, {"nobucket", ""}).error().code, ErrorCode::kNoSuchBucket);
+  EXPECT_EQ(check_mount_source(store, {"nobucket", ""}, false).error().code,
+            ErrorCode::kNoSuchBucket);
+}
+
+TEST(MountSource, EmptyPrefixMountsReadWriteOnly) {
+  s3::MemoryObjectClient store;
+  store.create_bucket("b");
+  EXPECT_TRUE(check_mount_source(store, {"b", "fresh-volume/"}, false));
+  EXPECT_FALSE(check_mount_source(store, {"b", "fresh-volume/"}, true));
 }
 
 // ------------------------------------------------------------------------

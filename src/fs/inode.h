@@ -32,6 +32,12 @@ struct FileSystem::Inode {
   uint64_t open_handles = 0;            // open file handles of this inode
   SteadyClock::time_point validated{};  // existence and attributes last confirmed by S3
   std::string last_open_etag;           // for keep_cache
+  // Written here and not exported yet (or open for writing): the staged file is
+  // the file's content and metadata, and S3's view of the name does not replace it.
+  std::shared_ptr<Staged> staged;
+  // Made here but kept from S3 by the export policy (mkdir, symlink): kept in
+  // the view while the mount lives although S3 does not list it.
+  bool local_only = false;
 
   // Directories.
   std::map<std::string, Ino> children;
@@ -45,6 +51,9 @@ struct FileSystem::Handle {
       : ino(i), version(std::move(v)), window(o.initial_window, o.max_window) {}
   const Ino ino;
   const cache::ObjectVersion version;  // the version this handle reads, and only it
+  // Set at open when the inode is staged: reads and writes go to the staged file.
+  std::shared_ptr<Staged> staged;
+  bool writable = false;
   std::mutex mu;
   // Null when the cache could not take an entry at open (bounds reached, disk full):
   // reads are then served from S3 directly.

@@ -18,6 +18,10 @@ struct MountSource {
 
 // Checks that the bucket answers with these credentials and that the prefix
 // holds at least one object, so a bad mount fails before it daemonises.
-[[nodiscard]] Status check_mount_source(s3::ObjectClient& client, const MountSource& source);
+// `read_only`: an empty (or not yet existing) prefix is refused only for read-only
+// mounts, where it can only be a mistake; a read-write mount of it is how a fresh
+// volume starts.
+[[nodiscard]] Status check_mount_source(s3::ObjectClient& client, const MountSource& source,
+                                        bool read_only);
 
 }  // namespace nacre::fs

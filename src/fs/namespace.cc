@@ -6,6 +6,7 @@
 
 #include "fs/inode.h"
 #include "fs/names.h"
+#include "fs/staged.h"
 
 namespace nacre::fs {
 
@@ -50,7 +51,24 @@ bool FileSystem::attached(const Inode& n) {
   return it != parent->children.end() && it->second == n.ino;
 }
 
-Attr FileSystem::attr_of(const Inode& n) const {
+bool FileSystem::hidden_locally(const std::string& key) const {
+  return !deleted_locally_.empty() && deleted_locally_.contains(key);
+}
+
+Attr FileSystem::attr_of(const Inode& inode) const {
+  // A staged file shows its staged size and metadata.
+  const Inode* shown = &inode;
+  Inode staged_view;
+  if (inode.staged) {
+    std::lock_guard sl(inode.staged->mu);
+    staged_view.size = inode.staged->size;
+    staged_view.posix = inode.staged->posix;
+    staged_view.mtime = inode.mtime;
+    staged_view.ino = inode.ino;
+    staged_view.type = inode.type;
+    shown = &staged_view;
+  }
+  const Inode& n = *shown;
   Attr a;
   a.ino = n.ino;
   mode_t type = n.type;
@@ -185,7 +203,7 @@ Status FileSystem::list_directory(Ino dir_ino) {
     return !k.starts_with(prefix) || k.size() < prefix.size() + min_extra;
   };
   for (const auto& p : dirs) {
-    if (outside(p, 2) || !p.ends_with('/')) continue;
+    if (outside(p, 2) || !p.ends_with('/') || hidden_locally(p)) continue;
     std::string name = p.substr(prefix.size(), p.size() - prefix.size() - 1);
     if (!is_valid_name(name)) {
       metrics_.hidden_keys++;
@@ -198,7 +216,9 @@ Status FileSystem::list_directory(Ino dir_ino) {
     inodes_[ino]->validated = now;
   }
   for (const auto& o : files) {
-    if (o.key == prefix || outside(o.key, 1)) continue;  // the directory's own marker object
+    if (o.key == prefix || outside(o.key, 1) || hidden_locally(o.key)) {
+      continue;  // the directory's own marker object, or deleted on this mount
+    }
     std::string name = o.key.substr(prefix.size());
     bool marker = name.ends_with('/');
     if (marker) name.pop_back();  // "dir/" markers also arrive as prefixes
@@ -215,6 +235,10 @@ Status FileSystem::list_directory(Ino dir_ino) {
     }
     seen.insert(name);
     auto existing = dir->children.find(name);
+    if (existing != dir->children.end() && (inodes_[existing->second]->staged ||
+                                            inodes_[existing->second]->local_only)) {
+      continue;  // written here: this mount's copy is the file until it is exported
+    }
     if (existing == dir->children.end()) {
       if (!first && !options_.import.new_objects) continue;
       Ino ino = child_ino(*dir, name, o.key, S_IFREG, &o.etag);
@@ -240,7 +264,9 @@ Status FileSystem::list_directory(Ino dir_ino) {
   }
   std::vector<Ino> gone;
   for (auto it = dir->children.begin(); it != dir->children.end();) {
-    if (!seen.contains(it->first) && (first || options_.import.deleted)) {
+    const Inode& child = *inodes_[it->second];
+    if (!seen.contains(it->first) && (first || options_.import.deleted) && !child.staged &&
+        !child.local_only) {
       gone.push_back(it->second);
       it = dir->children.erase(it);
     } else {
@@ -263,15 +289,29 @@ Status FileSystem::revalidate(Ino parent, const std::string& name) {
     dir_prefix = dir->key;
   }
   const std::string key = dir_prefix + name;
+  bool hide_dir = false, hide_file = false;
+  {
+    std::lock_guard lock(mu_);
+    Inode* dir = find(parent);
+    if (!dir) return fail(ErrorCode::kStale, "the directory vanished");
+    auto it = dir->children.find(name);
+    if (it != dir->children.end() && (inodes_[it->second]->staged || inodes_[it->second]->local_only)) {
+      inodes_[it->second]->validated = SteadyClock::now();
+      return {};  // written here: S3's view does not replace it
+    }
+    hide_dir = hidden_locally(key + "/");
+    hide_file = hidden_locally(key);
+  }
   // The directory case first: a directory wins over a file of the same name, so
   // when the LIST finds one the HEAD is not needed. Sequential, in the caller's
   // thread: no thread to create (and fail to create) per lookup.
   metrics_.count_request("ListObjectsV2");
   auto listing = client_.list_objects({options_.bucket, key + "/", "", "", "", 1});
   if (!listing) return std::unexpected(listing.error());
-  const bool is_dir = !listing->objects.empty() || !listing->common_prefixes.empty();
+  const bool is_dir =
+      !hide_dir && (!listing->objects.empty() || !listing->common_prefixes.empty());
   std::optional<s3::ObjectInfo> head;
-  if (!is_dir) {
+  if (!is_dir && !hide_file) {
     metrics_.count_request("HeadObject");
     auto h = client_.head_object(options_.bucket, key);
     if (h) {
@@ -343,7 +383,10 @@ Result<Attr> FileSystem::lookup(Ino parent, const std::string& name) {
     if (it != dir->children.end()) {
       // A fresh listing vouches for its entries; so does a recent LIST or HEAD of
       // the name. Directories too: a deleted prefix disappears under DELETED.
-      if (fresh(inodes_[it->second]->validated) || fresh(dir->listed)) need_check = false;
+      const Inode& child = *inodes_[it->second];
+      if (fresh(child.validated) || fresh(dir->listed) || child.staged || child.local_only) {
+        need_check = false;
+      }
     } else if (fresh(dir->listed)) {
       return fail(ErrorCode::kNotFound, "not in the directory listing");
     } else if (auto neg = dir->negative.find(name);
@@ -386,7 +429,10 @@ Result<Attr> FileSystem::getattr(Ino ino) {
     if (!n) return fail(ErrorCode::kStale, "stale inode");
     // A detached inode (deleted or superseded while open) has nothing to revalidate:
     // it answers with what it last knew, so fstat of an open file keeps working.
-    if (n->type == S_IFDIR || fresh(n->validated) || !attached(*n)) return attr_of(*n);
+    if (n->type == S_IFDIR || fresh(n->validated) || !attached(*n) || n->staged ||
+        n->local_only) {
+      return attr_of(*n);
+    }
     parent = n->parent;
     name = n->name;
   }

@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include "fs/inode.h"
+#include "fs/staged.h"
 
 namespace nacre::fs {
 
@@ -43,10 +44,9 @@ Result<std::shared_ptr<BlockFetcher>> FileSystem::fetcher_for(const cache::Objec
 
 Result<OpenResult> FileSystem::open(Ino ino, int flags) {
   int access = flags & O_ACCMODE;
-  if (access != O_RDONLY || (flags & (O_TRUNC | O_APPEND))) {
-    // Writes are staged and exported by the write path, which is not built
-    // yet: every mount is read-only for now.
-    return fail(ErrorCode::kReadOnly, "read-only file system");
+  const bool write = access != O_RDONLY || (flags & O_TRUNC);
+  if (write) {
+    if (Status st = writable(); !st) return std::unexpected(st.error());
   }
   Ino parent = 0;
   std::string name;
@@ -63,13 +63,20 @@ Result<OpenResult> FileSystem::open(Ino ino, int flags) {
     }
     // Close-to-open: an open revalidates unless a HEAD confirmed the version
     // within the TTL. A listing alone has no metadata, so the first open HEADs.
-    stale = !fresh(n->validated) || !n->metadata_loaded;
+    // A staged file is what this mount wrote: S3 does not replace it.
+    stale = !n->staged && !n->local_only && (!fresh(n->validated) || !n->metadata_loaded);
     parent = n->parent;
     name = n->name;
   }
   if (stale) {
     auto st = revalidate(parent, name);
     if (!st) return std::unexpected(st.error());
+  }
+  std::shared_ptr<Staged> staged;
+  if (write) {
+    auto s = stage(ino, flags & O_TRUNC);
+    if (!s) return std::unexpected(s.error());
+    staged = std::move(*s);
   }
   cache::ObjectVersion v;
   bool keep_cache = false;
@@ -84,6 +91,22 @@ Result<OpenResult> FileSystem::open(Ino ino, int flags) {
     v = {options_.bucket, n->key, n->etag, n->size};
     keep_cache = n->last_open_etag == n->etag;
     n->last_open_etag = n->etag;
+    if (!staged) staged = n->staged;
+    if (staged) {
+      // Reads and writes of every handle go to the one staged file, whose bytes
+      // the kernel's page cache already reflects (writes pass through it).
+      auto handle = std::make_shared<Handle>(ino, v, options_);
+      handle->staged = staged;
+      handle->writable = write;
+      if (write) {
+        std::lock_guard sl(staged->mu);
+        staged->writers++;
+      }
+      n->open_handles++;
+      uint64_t fh = next_fh_++;
+      handles_[fh] = std::move(handle);
+      return OpenResult{fh, !write || keep_cache};
+    }
     n->open_handles++;  // from here on, a new version of the key gets a new inode
   }
   auto handle = std::make_shared<Handle>(ino, v, options_);
@@ -119,6 +142,17 @@ Result<ReadResult> FileSystem::read(uint64_t fh, uint64_t offset, size_t size) {
     auto it = handles_.find(fh);
     if (it == handles_.end()) return fail(ErrorCode::kBadHandle, "unknown file handle");
     h = it->second;
+  }
+  if (h->staged) {
+    uint64_t staged_size;
+    {
+      std::lock_guard sl(h->staged->mu);
+      staged_size = h->staged->size;
+    }
+    if (offset >= staged_size || size == 0) return ReadResult{};
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(size, staged_size - offset));
+    metrics_.read_bytes += n;
+    return ReadResult{h->staged->fd, offset, n, {}, h->staged};
   }
   const uint64_t file_size = h->version.size;
   if (offset >= file_size || size == 0) return ReadResult{};
@@ -203,13 +237,28 @@ Result<ReadResult> FileSystem::read_uncached(Handle& h, uint64_t offset, size_t 
 
 void FileSystem::release(uint64_t fh) {
   std::shared_ptr<Handle> h;
+  {
+    std::lock_guard lock(mu_);
+    auto it = handles_.find(fh);
+    if (it == handles_.end()) return;
+    h = std::move(it->second);
+    handles_.erase(it);
+  }
+  if (h->writable) {
+    bool export_now = false;
+    {
+      std::lock_guard sl(h->staged->mu);
+      h->staged->writers--;
+      export_now = h->staged->writers == 0 && h->staged->dirty() && !h->staged->unlinked;
+    }
+    // Pages of a shared mapping may have been written back after the last close:
+    // the last writer's release exports them (the error has no caller; retried).
+    if (export_now && !export_staged(h->staged) && exporter_) exporter_->retry_later(h->staged);
+  }
   std::lock_guard lock(mu_);
-  auto it = handles_.find(fh);
-  if (it == handles_.end()) return;
-  h = std::move(it->second);
-  handles_.erase(it);
   if (Inode* n = find(h->ino)) {
     if (n->open_handles > 0) n->open_handles--;
+    drop_staged_if_done(*n);
     drop_if_unused(h->ino);
   }
 }

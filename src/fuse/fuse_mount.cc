@@ -2,6 +2,7 @@
 #include "fuse/fuse_mount.h"
 
 #include <cxxabi.h>
+#include <fcntl.h>
 #include <fuse3/fuse_lowlevel.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
@@ -86,6 +87,12 @@ void on_init(void*, fuse_conn_info* conn) {
   if (conn->capable & FUSE_CAP_SPLICE_MOVE) conn->want |= FUSE_CAP_SPLICE_MOVE;
   if (conn->capable & FUSE_CAP_ASYNC_READ) conn->want |= FUSE_CAP_ASYNC_READ;
   conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;  // the ETag decides, via keep_cache
+  // open(O_TRUNC) arrives as one open with the flag, not a truncate then an open:
+  // the file is staged empty instead of being copied in first.
+  if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC) conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+  // No write-back cache: each write reaches the staging file at once, so
+  // close() exports every byte written and reports the export's outcome.
+  conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
   conn->max_readahead = 1 << 20;
   conn->max_write = 1 << 20;
   conn->max_read = kMaxRead;  // must equal the max_read mount option
@@ -315,43 +322,155 @@ void on_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void*, fuse_file
   });
 }
 
-// Every change to the namespace or to data goes through the core, which
-// decides the answer (today: read-only).
-void refuse(fuse_req_t req) {
-  guarded(req, "modify", [&] { reply_error(req, fs_of(req).modify().error()); });
+fs::Caller caller_of(fuse_req_t req) {
+  const fuse_ctx* ctx = fuse_req_ctx(req);
+  return {ctx->uid, ctx->gid};
 }
-void on_mknod(fuse_req_t req, fuse_ino_t, const char*, mode_t, dev_t) {
-  refuse(req);
+
+// Replies with a new entry (mkdir, symlink, mknod); the core counted the lookup.
+void reply_entry(fuse_req_t req, const fs::Attr& attr) {
+  fuse_entry_param e{};
+  e.ino = attr.ino;
+  e.attr = to_stat(attr);
+  e.attr_timeout = fs_of(req).timeout_seconds();
+  e.entry_timeout = fs_of(req).timeout_seconds();
+  if (fuse_reply_entry(req, &e) != 0) fs_of(req).forget(attr.ino, 1);
 }
-void on_mkdir(fuse_req_t req, fuse_ino_t, const char*, mode_t) {
-  refuse(req);
+
+void reply_status(fuse_req_t req, const Status& st) {
+  if (!st) return reply_error(req, st.error());
+  fuse_reply_err(req, 0);
 }
-void on_unlink(fuse_req_t req, fuse_ino_t, const char*) {
-  refuse(req);
+
+void on_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
+               fuse_file_info* fi) {
+  guarded(req, "create", [&] {
+    auto& fs = fs_of(req);
+    auto r = fs.create(parent, name, mode, fi->flags, caller_of(req));
+    if (!r) return reply_error(req, r.error());
+    fuse_entry_param e{};
+    e.ino = r->first.ino;
+    e.attr = to_stat(r->first);
+    e.attr_timeout = fs.timeout_seconds();
+    e.entry_timeout = fs.timeout_seconds();
+    fi->fh = r->second.fh;
+    fi->keep_cache = r->second.keep_cache;
+    if (fuse_reply_create(req, &e, fi) != 0) {
+      fs.forget(e.ino, 1);
+      fs.release(fi->fh);
+    }
+  });
 }
-void on_rmdir(fuse_req_t req, fuse_ino_t, const char*) {
-  refuse(req);
+
+void on_mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t) {
+  guarded(req, "mknod", [&] {
+    auto& fs = fs_of(req);
+    if (!S_ISREG(mode)) return reply_error(req, fs.refuse_special().error());
+    auto r = fs.create(parent, name, mode, O_WRONLY | O_EXCL, caller_of(req));
+    if (!r) return reply_error(req, r.error());
+    Status st = fs.flush(r->second.fh);
+    fs.release(r->second.fh);
+    if (!st) {
+      fs.forget(r->first.ino, 1);
+      return reply_error(req, st.error());
+    }
+    reply_entry(req, r->first);
+  });
 }
-void on_symlink(fuse_req_t req, const char*, fuse_ino_t, const char*) {
-  refuse(req);
+
+void on_write(fuse_req_t req, fuse_ino_t, const char* buf, size_t size, off_t off,
+              fuse_file_info* fi) {
+  guarded(req, "write", [&] {
+    auto n = fs_of(req).write(fi->fh, static_cast<uint64_t>(off), std::string_view(buf, size));
+    if (!n) return reply_error(req, n.error());
+    fuse_reply_write(req, *n);
+  });
 }
-void on_rename(fuse_req_t req, fuse_ino_t, const char*, fuse_ino_t, const char*, unsigned) {
-  refuse(req);
+
+void on_flush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+  guarded(req, "flush", [&] { reply_status(req, fs_of(req).flush(fi->fh)); });
 }
+
+void on_fsync(fuse_req_t req, fuse_ino_t, int, fuse_file_info* fi) {
+  guarded(req, "fsync", [&] { reply_status(req, fs_of(req).fsync(fi->fh)); });
+}
+
+void on_fallocate(fuse_req_t req, fuse_ino_t, int mode, off_t offset, off_t length,
+                  fuse_file_info* fi) {
+  guarded(req, "fallocate", [&] {
+    reply_status(req, fs_of(req).fallocate(fi->fh, mode, static_cast<uint64_t>(offset),
+                                           static_cast<uint64_t>(length)));
+  });
+}
+
+void on_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
+                fuse_file_info* fi) {
+  guarded(req, "setattr", [&] {
+    auto& fs = fs_of(req);
+    fs::SetAttr change;
+    if (to_set & FUSE_SET_ATTR_SIZE) change.size = static_cast<uint64_t>(attr->st_size);
+    if (to_set & FUSE_SET_ATTR_MODE) change.mode = attr->st_mode & 07777;
+    if (to_set & FUSE_SET_ATTR_UID) change.uid = attr->st_uid;
+    if (to_set & FUSE_SET_ATTR_GID) change.gid = attr->st_gid;
+    timespec now{};
+    clock_gettime(CLOCK_REALTIME, &now);
+    if (to_set & FUSE_SET_ATTR_ATIME_NOW) {
+      change.atime = now;
+    } else if (to_set & FUSE_SET_ATTR_ATIME) {
+      change.atime = attr->st_atim;
+    }
+    if (to_set & FUSE_SET_ATTR_MTIME_NOW) {
+      change.mtime = now;
+    } else if (to_set & FUSE_SET_ATTR_MTIME) {
+      change.mtime = attr->st_mtim;
+    }
+    std::optional<uint64_t> fh;
+    if (fi) fh = fi->fh;
+    auto r = fs.setattr(ino, change, fh);
+    if (!r) return reply_error(req, r.error());
+    struct stat st = to_stat(*r);
+    fuse_reply_attr(req, &st, fs.timeout_seconds());
+  });
+}
+
+void on_mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
+  guarded(req, "mkdir", [&] {
+    auto r = fs_of(req).mkdir(parent, name, mode, caller_of(req));
+    if (!r) return reply_error(req, r.error());
+    reply_entry(req, *r);
+  });
+}
+
+void on_symlink(fuse_req_t req, const char* target, fuse_ino_t parent, const char* name) {
+  guarded(req, "symlink", [&] {
+    auto r = fs_of(req).symlink(parent, name, target, caller_of(req));
+    if (!r) return reply_error(req, r.error());
+    reply_entry(req, *r);
+  });
+}
+
+void on_unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  guarded(req, "unlink", [&] { reply_status(req, fs_of(req).unlink(parent, name)); });
+}
+
+void on_rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  guarded(req, "rmdir", [&] { reply_status(req, fs_of(req).rmdir(parent, name)); });
+}
+
+void on_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t new_parent,
+               const char* new_name, unsigned flags) {
+  guarded(req, "rename", [&] {
+    reply_status(req, fs_of(req).rename(parent, name, new_parent, new_name, flags));
+  });
+}
+
 void on_link(fuse_req_t req, fuse_ino_t, fuse_ino_t, const char*) {
   guarded(req, "link", [&] { reply_error(req, fs_of(req).link().error()); });
 }
-void on_setattr(fuse_req_t req, fuse_ino_t, struct stat*, int, fuse_file_info*) {
-  refuse(req);
-}
-void on_create(fuse_req_t req, fuse_ino_t, const char*, mode_t, fuse_file_info*) {
-  refuse(req);
-}
-void on_write(fuse_req_t req, fuse_ino_t, const char*, size_t, off_t, fuse_file_info*) {
-  refuse(req);
-}
+
 void on_removexattr(fuse_req_t req, fuse_ino_t, const char*) {
-  refuse(req);
+  // User extended attributes are not stored (docs/SEMANTICS.md).
+  guarded(req, "removexattr", [&] { fuse_reply_err(req, ENOTSUP); });
 }
 
 const fuse_lowlevel_ops kOps = [] {
@@ -384,6 +503,9 @@ const fuse_lowlevel_ops kOps = [] {
   ops.create = on_create;
   ops.write = on_write;
   ops.removexattr = on_removexattr;
+  ops.flush = on_flush;
+  ops.fsync = on_fsync;
+  ops.fallocate = on_fallocate;
   return ops;
 }();
 

@@ -1,0 +1,84 @@
+// A file being written (see file_system.h and staging/staging_store.h): its
+// staging file, the version and metadata it will publish, and the multipart
+// upload that streams its full parts while it is written. One per inode,
+// shared by every handle of it. Included only by the fs core's own .cc files.
+#pragma once
+
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <shared_mutex>
+#include <string>
+#include <vector>
+
+#include "fs/file_system.h"
+#include "staging/staging_store.h"
+
+namespace nacre::fs {
+
+struct FileSystem::Staged {
+  Staged(staging::StagingStore& st, staging::Manifest m, int data_fd, Ino i)
+      : store(st), fd(data_fd), ino(i), manifest(std::move(m)) {}
+  // Closes the data file; removes the staged files when S3 has this content or
+  // the file was deleted, never otherwise.
+  ~Staged();
+  Staged(const Staged&) = delete;
+  Staged& operator=(const Staged&) = delete;
+
+  staging::StagingStore& store;
+  const int fd;
+  // The inode it belongs to; 0 for a file recovered after a crash (no inode).
+  // GUARDED_BY(FileSystem::mu_) once the inode holds it.
+  Ino ino;
+  // Writes hold it shared; an export holds it exclusively, so the bytes it
+  // sends are one state of the file.
+  std::shared_mutex io;
+
+  std::mutex mu;
+  std::condition_variable parts_done;  // in_flight went down
+  // Fields below GUARDED_BY(mu).
+  staging::Manifest manifest;  // key: where the file goes; base_etag: its S3 version
+  uint64_t size = 0;
+  PosixMetadata posix;        // published with the content
+  uint64_t generation = 1;    // bumps with every change of content or metadata
+  uint64_t exported = 0;      // the generation S3 has (0: none)
+  int writers = 0;            // open handles that may write
+  bool unlinked = false;      // the name went away: never exported again
+  bool retry_pending = false;  // in the exporter's retry list
+  std::string last_error;
+
+  // The upload streaming this file's full parts while it is written. Parts are
+  // numbered from 1 and cover [0, streamed) without gaps; a write below
+  // `streamed` (or a truncate, a rename) breaks it and the export starts over.
+  bool creating_upload = false;
+  std::vector<s3::CompletedPart> parts;
+  uint64_t streamed = 0;
+  int in_flight = 0;
+  bool stream_broken = false;
+  std::optional<Error> stream_error;
+  bool last_write_sequential = false;
+
+  bool dirty() const { return exported != generation; }
+};
+
+// The write path's threads: workers that upload streamed parts, and one that
+// retries failed exports with a growing delay.
+struct FileSystem::Exporter {
+  Exporter(FileSystem& fs, int threads);
+  ~Exporter();
+  void submit(std::function<void()> task);
+  // Adds `s` to the retry list (once).
+  void retry_later(const std::shared_ptr<Staged>& s);
+  size_t pending();
+
+  FileSystem& fs;
+  std::mutex mu;
+  std::condition_variable_any wake;
+  std::deque<std::function<void()>> tasks;           // GUARDED_BY(mu)
+  std::vector<std::shared_ptr<Staged>> retry_list;  // GUARDED_BY(mu)
+  std::vector<std::jthread> threads;                 // last: stop and join first
+};
+
+}  // namespace nacre::fs
