@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "fuse/control_ioctl.h"
+#include "staging/staging_store.h"
 
 namespace nacre::cli {
 
@@ -151,6 +152,47 @@ int status(const std::vector<std::string>& paths) {
   return 0;
 }
 
+// The staged files of a cache directory, read from the manifests on disk, so it
+// works with no mount running (after a crash, before the next mount).
+int staged_status(const std::string& cache_dir) {
+  const std::string dir = cache_dir + "/staging";
+  if (!std::filesystem::is_directory(dir)) {
+    std::fprintf(stderr, "nacre status: error: %s: no staging directory (not a cache directory "
+                 "of a read-write mount?)\n", dir.c_str());
+    return 1;
+  }
+  auto store = staging::StagingStore::open(dir);
+  if (!store) {
+    std::fprintf(stderr, "nacre status: error: %s\n", store.error().describe().c_str());
+    return 1;
+  }
+  size_t unreadable = 0;
+  auto manifests = (*store)->list(&unreadable);
+  if (!manifests) {
+    std::fprintf(stderr, "nacre status: error: %s\n", manifests.error().describe().c_str());
+    return 1;
+  }
+  uint64_t total = 0;
+  for (const auto& m : *manifests) {
+    std::error_code ec;
+    const std::string data = (*store)->data_path(m.id);
+    auto size = std::filesystem::file_size(data, ec);
+    // writing: its writer had not closed it (kept, never exported on its own);
+    // closed: waiting for its export (retried, and at the next mount);
+    // write-failed: a write to it failed (disk full): kept, never exported as it is.
+    const char* state = m.write_failed ? "write-failed" : m.complete ? "closed" : "writing";
+    std::printf("%-12s %12llu  s3://%s/%s  %s\n", state,
+                static_cast<unsigned long long>(ec ? 0 : size), m.bucket.c_str(), m.key.c_str(),
+                ec ? "(data file missing)" : data.c_str());
+    total += ec ? 0 : size;
+  }
+  std::printf("total        %12llu  %zu staged files%s\n", static_cast<unsigned long long>(total),
+              manifests->size(),
+              unreadable ? (", " + std::to_string(unreadable) + " unreadable manifests").c_str()
+                         : "");
+  return 0;
+}
+
 // Through an ioctl on the file's directory (fuse/control_ioctl.h), which read-only
 // mounts allow; opening the directory fetches no data.
 bool release_one(const std::string& path) {
@@ -196,9 +238,25 @@ void add_cache_commands(CLI::App& app, int& exit_code) {
   pre->callback([paths, threads, &exit_code] { exit_code = preload(*paths, *threads); });
 
   auto status_paths = std::make_shared<std::vector<std::string>>();
-  CLI::App* st = app.add_subcommand("status", "Show cached bytes per file of a Nacre mount");
-  st->add_option("paths", *status_paths, "files or directories inside a Nacre mount")->required();
-  st->callback([status_paths, &exit_code] { exit_code = status(*status_paths); });
+  auto staged = std::make_shared<bool>(false);
+  auto staged_dir = std::make_shared<std::string>();
+  CLI::App* st = app.add_subcommand(
+      "status",
+      "Show cached bytes per file of a Nacre mount, or (--staged) the files a cache directory "
+      "holds that are not exported yet");
+  st->add_option("paths", *status_paths, "files or directories inside a Nacre mount");
+  st->add_flag("--staged", *staged,
+               "list staged files (written, not yet in S3) of --cache-dir, mounted or not");
+  st->add_option("--cache-dir", *staged_dir, "the cache directory of a mount (with --staged)");
+  st->callback([status_paths, staged, staged_dir, &exit_code] {
+    if (*staged) {
+      if (staged_dir->empty()) throw CLI::ValidationError("--staged needs --cache-dir DIR");
+      exit_code = staged_status(*staged_dir);
+      return;
+    }
+    if (status_paths->empty()) throw CLI::ValidationError("paths", "give files or directories");
+    exit_code = status(*status_paths);
+  });
 
   auto release_paths = std::make_shared<std::vector<std::string>>();
   CLI::App* rel = app.add_subcommand("release", "Drop the cached data of files of a Nacre mount");

@@ -87,6 +87,12 @@ class Collector : public prometheus::Collectable {
             static_cast<double>(metrics_.uncached_read_bytes.load()));
     counter("nacre_refused_symlinks_total", "Symlinks refused by --contain-symlinks",
             static_cast<double>(metrics_.refused_symlinks.load()));
+    counter("nacre_written_bytes_total", "Bytes written through the mount (to staged files)",
+            static_cast<double>(metrics_.written_bytes.load()));
+    counter("nacre_exported_bytes_total", "Bytes of written files exported to S3",
+            static_cast<double>(metrics_.exported_bytes.load()));
+    counter("nacre_exported_files_total", "Written files exported to S3",
+            static_cast<double>(metrics_.exported_files.load()));
     auto requests =
         family("nacre_s3_requests_total", "S3 requests by operation", MetricType::Counter);
     for (const auto& [op, n] : metrics_.requests())

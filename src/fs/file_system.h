@@ -1,6 +1,7 @@
 // The file system core: a directory view of an S3 prefix, read through the
-// node-local cache. Everything POSIX-visible is decided here; the FUSE adapter
-// only forwards (src/fuse). No libfuse or gRPC types appear in this layer.
+// node-local cache, written through staged files exported on close. Everything
+// POSIX-visible is decided here; the FUSE adapter only forwards (src/fuse). No
+// libfuse or gRPC types appear in this layer.
 //
 // The code is in five files: namespace.cc (inodes, the directory view, TTL
 // and import policy), namespace_change.cc (unlink, mkdir, rmdir, symlink,
@@ -298,9 +299,13 @@ class FileSystem {
   // The staged file of inode `ino`, staging it first if needed: an empty file
   // when `truncate`, otherwise the object's bytes. No lock held.
   Result<std::shared_ptr<Staged>> stage(Ino ino, bool truncate);
+  // `other`: the object's user metadata and content type, kept by the export
+  // (the POSIX headers are replaced by `posix`).
   Result<std::shared_ptr<Staged>> new_staged(Ino ino, const std::string& key,
                                              const std::string& base_etag,
-                                             const PosixMetadata& posix);
+                                             const PosixMetadata& posix,
+                                             const s3::UserMetadata& other = {},
+                                             const std::string& content_type = {});
   Status truncate_staged(Staged& s, uint64_t size);
   // Exports `s` if it changed: PUT or multipart (completing a streamed upload).
   Status export_staged(const std::shared_ptr<Staged>& s);
@@ -310,7 +315,7 @@ class FileSystem {
   // handle open). Locked.
   void drop_staged_if_done(Inode& n);
   void schedule_retry(const std::shared_ptr<Staged>& s);
-  void retry_loop(std::stop_token stop);
+  void retry_loop(Exporter& exporter, std::stop_token stop);
   // The export policy's verdict for a staged file.
   bool may_export(const Staged& s) const;
   // Copies `key` onto itself with new POSIX metadata (other metadata and the

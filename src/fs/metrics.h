@@ -23,6 +23,9 @@ struct Metrics {
   // were reached with data in use, or the disk was full).
   std::atomic<uint64_t> uncached_read_bytes{0};
   std::atomic<uint64_t> refused_symlinks{0};  // --contain-symlinks refusals
+  std::atomic<uint64_t> written_bytes{0};     // bytes written to staged files
+  std::atomic<uint64_t> exported_bytes{0};    // bytes of staged files S3 took
+  std::atomic<uint64_t> exported_files{0};
 
   void count_request(const std::string& op) { bump(requests_, op); }
   void count_error(const std::string& op, const std::string& code) {

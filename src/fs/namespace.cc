@@ -154,6 +154,8 @@ Ino FileSystem::child_ino(Inode& dir, const std::string& name, const std::string
 void FileSystem::apply_object(Inode& file, const s3::ObjectInfo& info, bool with_metadata) {
   if (file.etag != info.etag) {
     file.posix = {};
+    file.user_metadata.clear();
+    file.content_type.clear();
     file.metadata_loaded = false;
     file.symlink_target.clear();
   }
@@ -162,6 +164,8 @@ void FileSystem::apply_object(Inode& file, const s3::ObjectInfo& info, bool with
   file.mtime = to_timespec(info.last_modified);
   if (with_metadata) {
     file.posix = decode_posix_metadata(info.metadata);
+    file.user_metadata = info.metadata;
+    file.content_type = info.content_type;
     file.metadata_loaded = true;
   }
   file.validated = SteadyClock::now();

@@ -86,8 +86,16 @@ Result<OpenResult> FileSystem::open(Ino ino, int flags) {
     Inode* dir = find(parent);
     if (!n || !dir) return fail(ErrorCode::kStale, "stale inode");
     auto it = dir->children.find(name);
-    if (it == dir->children.end()) return fail(ErrorCode::kNotFound, "the object was deleted");
-    if (it->second != ino) return fail(ErrorCode::kStale, "the object changed under this inode");
+    if (it == dir->children.end() || it->second != ino) {
+      if (write && staged && n->open_handles == 0 && n->staged == staged) {
+        // Staged for an inode that no longer names the object: not the file's content.
+        std::lock_guard sl(staged->mu);
+        staged->unlinked = true;
+        n->staged.reset();
+      }
+      if (it == dir->children.end()) return fail(ErrorCode::kNotFound, "the object was deleted");
+      return fail(ErrorCode::kStale, "the object changed under this inode");
+    }
     v = {options_.bucket, n->key, n->etag, n->size};
     keep_cache = n->last_open_etag == n->etag;
     n->last_open_etag = n->etag;
@@ -137,22 +145,30 @@ Result<OpenResult> FileSystem::open(Ino ino, int flags) {
 
 Result<ReadResult> FileSystem::read(uint64_t fh, uint64_t offset, size_t size) {
   std::shared_ptr<Handle> h;
+  std::shared_ptr<Staged> staged;
   {
     std::lock_guard lock(mu_);
     auto it = handles_.find(fh);
     if (it == handles_.end()) return fail(ErrorCode::kBadHandle, "unknown file handle");
     h = it->second;
+    // A file written on this mount since this handle opened: the handle reads what
+    // was written, as on a local file system (the kernel's page cache, which is
+    // the inode's, holds those bytes already). S3's versions are not involved.
+    staged = h->staged;
+    if (!staged) {
+      if (Inode* n = find(h->ino)) staged = n->staged;
+    }
   }
-  if (h->staged) {
+  if (staged) {
     uint64_t staged_size;
     {
-      std::lock_guard sl(h->staged->mu);
-      staged_size = h->staged->size;
+      std::lock_guard sl(staged->mu);
+      staged_size = staged->size;
     }
     if (offset >= staged_size || size == 0) return ReadResult{};
     const size_t n = static_cast<size_t>(std::min<uint64_t>(size, staged_size - offset));
     metrics_.read_bytes += n;
-    return ReadResult{h->staged->fd, offset, n, {}, h->staged};
+    return ReadResult{staged->fd, offset, n, {}, staged};
   }
   const uint64_t file_size = h->version.size;
   if (offset >= file_size || size == 0) return ReadResult{};

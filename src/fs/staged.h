@@ -53,6 +53,9 @@ struct FileSystem::Staged {
   // numbered from 1 and cover [0, streamed) without gaps; a write below
   // `streamed` (or a truncate, a rename) breaks it and the export starts over.
   bool creating_upload = false;
+  bool exporting = false;  // an export owns the upload: no new streamed parts
+  s3::UserMetadata upload_metadata;  // what the streamed upload was created with
+  bool times_set = false;            // utimens since the upload started
   std::vector<s3::CompletedPart> parts;
   uint64_t streamed = 0;
   int in_flight = 0;
@@ -65,9 +68,15 @@ struct FileSystem::Staged {
 
 // The write path's threads: workers that upload streamed parts, and one that
 // retries failed exports with a growing delay.
+// Made and started once, before the mount serves; stopped (threads joined) at
+// unmount but kept, so the pointer to it never changes while threads use it.
 struct FileSystem::Exporter {
-  Exporter(FileSystem& fs, int threads);
-  ~Exporter();
+  explicit Exporter(FileSystem& f) : fs(f) {}
+  ~Exporter() { stop(); }
+  void start(int workers);
+  // Stops and joins the threads once the queued tasks ran; later submits run
+  // in the caller's thread (staged data stays on disk either way).
+  void stop();
   void submit(std::function<void()> task);
   // Adds `s` to the retry list (once).
   void retry_later(const std::shared_ptr<Staged>& s);
@@ -77,6 +86,8 @@ struct FileSystem::Exporter {
   std::mutex mu;
   std::condition_variable_any wake;
   std::deque<std::function<void()>> tasks;           // GUARDED_BY(mu)
+  bool stopped = false;                              // GUARDED_BY(mu)
+  size_t retrying = 0;  // taken off retry_list by the retry thread, not done yet
   std::vector<std::shared_ptr<Staged>> retry_list;  // GUARDED_BY(mu)
   std::vector<std::jthread> threads;                 // last: stop and join first
 };

@@ -60,8 +60,8 @@ FileSystem::Staged::~Staged() {
   }
 }
 
-FileSystem::Exporter::Exporter(FileSystem& f, int count) : fs(f) {
-  for (int i = 0; i < count; ++i) {
+void FileSystem::Exporter::start(int workers) {
+  for (int i = 0; i < workers; ++i) {
     threads.emplace_back([this](std::stop_token stop) {
       for (;;) {
         std::function<void()> task;
@@ -75,10 +75,14 @@ FileSystem::Exporter::Exporter(FileSystem& f, int count) : fs(f) {
       }
     });
   }
-  threads.emplace_back([this](std::stop_token stop) { fs.retry_loop(stop); });
+  threads.emplace_back([this](std::stop_token stop) { fs.retry_loop(*this, stop); });
 }
 
-FileSystem::Exporter::~Exporter() {
+void FileSystem::Exporter::stop() {
+  {
+    std::lock_guard lock(mu);
+    stopped = true;
+  }
   for (auto& t : threads) t.request_stop();
   wake.notify_all();
   threads.clear();  // joins
@@ -87,9 +91,15 @@ FileSystem::Exporter::~Exporter() {
 void FileSystem::Exporter::submit(std::function<void()> task) {
   {
     std::lock_guard lock(mu);
-    tasks.push_back(std::move(task));
+    if (!stopped) {
+      tasks.push_back(std::move(task));
+      wake.notify_all();
+      return;
+    }
   }
-  wake.notify_all();
+  // Stopping (unmount, after the client was cancelled): the task runs here and
+  // fails fast, so nothing waits for a part that no thread would send.
+  task();
 }
 
 void FileSystem::Exporter::retry_later(const std::shared_ptr<Staged>& s) {
@@ -104,22 +114,27 @@ void FileSystem::Exporter::retry_later(const std::shared_ptr<Staged>& s) {
 
 size_t FileSystem::Exporter::pending() {
   std::lock_guard lock(mu);
-  return retry_list.size();
+  return retry_list.size() + retrying;
 }
 
-void FileSystem::retry_loop(std::stop_token stop) {
+void FileSystem::retry_loop(Exporter& exporter, std::stop_token stop) {
   auto delay = options_.export_retry;
   for (;;) {
     {
-      std::unique_lock lock(exporter_->mu);
-      exporter_->wake.wait_for(lock, stop, delay, [] { return false; });
+      std::unique_lock lock(exporter.mu);
+      exporter.wake.wait_for(lock, stop, delay, [] { return false; });
       if (stop.stop_requested()) return;
     }
     std::vector<std::shared_ptr<Staged>> due;
     {
-      std::lock_guard lock(exporter_->mu);
-      due.swap(exporter_->retry_list);
+      std::lock_guard lock(exporter.mu);
+      due.swap(exporter.retry_list);
+      exporter.retrying = due.size();
     }
+    auto done_one = [&] {
+      std::lock_guard lock(exporter.mu);
+      exporter.retrying--;
+    };
     bool failed = false;
     for (auto& s : due) {
       if (stop.stop_requested()) return;
@@ -127,12 +142,20 @@ void FileSystem::retry_loop(std::stop_token stop) {
         std::lock_guard sl(s->mu);
         s->retry_pending = false;
       }
+      struct Done {
+        std::function<void()> f;
+        ~Done() { f(); }
+      } done{done_one};
       Status st = export_staged(s);
       if (!st) {
         failed = true;
-        if (st.error().code != ErrorCode::kNoSpace || !s->manifest.write_failed) {
-          exporter_->retry_later(s);
+        bool write_failed;
+        {
+          std::lock_guard sl(s->mu);
+          write_failed = s->manifest.write_failed;
         }
+        // A file whose write failed waits for its writer, not for S3.
+        if (!write_failed) exporter.retry_later(s);
         continue;
       }
       std::lock_guard lock(mu_);
@@ -150,12 +173,14 @@ size_t FileSystem::pending_exports() {
 }
 
 void FileSystem::stop_write_path() {
-  exporter_.reset();
+  if (exporter_) exporter_->stop();
 }
 
 Status FileSystem::start_write_path() {
   if (options_.read_only || !options_.staging) return {};
-  if (!exporter_) exporter_ = std::make_unique<Exporter>(*this, options_.upload_concurrency);
+  if (exporter_) return fail(ErrorCode::kInvalidArgument, "the write path is started already");
+  exporter_ = std::make_unique<Exporter>(*this);
+  exporter_->start(options_.upload_concurrency);
   size_t unreadable = 0;
   auto manifests = options_.staging->list(&unreadable);
   if (!manifests) return std::unexpected(manifests.error());
@@ -218,13 +243,16 @@ bool FileSystem::may_export(const Staged& s) const {
 
 Result<std::shared_ptr<FileSystem::Staged>> FileSystem::new_staged(Ino ino, const std::string& key,
                                                                    const std::string& base_etag,
-                                                                   const PosixMetadata& posix) {
+                                                                   const PosixMetadata& posix,
+                                                                   const s3::UserMetadata& other,
+                                                                   const std::string& content_type) {
   staging::Manifest m;
   m.bucket = options_.bucket;
   m.key = key;
   m.base_etag = base_etag;
   m.staged_at_ns = now_ns();
-  encode_posix_metadata(posix, m.metadata);
+  m.metadata = metadata_of(posix, other);
+  m.content_type = content_type;
   auto fd = options_.staging->create(m);
   if (!fd) return std::unexpected(fd.error());
   auto s = std::make_shared<Staged>(*options_.staging, std::move(m), *fd, ino);
@@ -235,6 +263,8 @@ Result<std::shared_ptr<FileSystem::Staged>> FileSystem::new_staged(Ino ino, cons
 Result<std::shared_ptr<FileSystem::Staged>> FileSystem::stage(Ino ino, bool truncate) {
   cache::ObjectVersion v;
   PosixMetadata posix;
+  s3::UserMetadata other;
+  std::string content_type;
   std::shared_ptr<Staged> existing;
   {
     std::lock_guard lock(mu_);
@@ -243,6 +273,8 @@ Result<std::shared_ptr<FileSystem::Staged>> FileSystem::stage(Ino ino, bool trun
     existing = n->staged;
     v = {options_.bucket, n->key, n->etag, n->size};
     posix = n->posix;
+    other = n->user_metadata;
+    content_type = n->content_type;
   }
   if (existing) {
     // Every handle of the inode shares its staged file.
@@ -251,7 +283,7 @@ Result<std::shared_ptr<FileSystem::Staged>> FileSystem::stage(Ino ino, bool trun
     }
     return existing;
   }
-  auto created = new_staged(ino, v.key, v.etag, posix);
+  auto created = new_staged(ino, v.key, v.etag, posix, other, content_type);
   if (!created) return created;
   std::shared_ptr<Staged> s = *created;
   if (!truncate && v.size > 0) {
@@ -319,6 +351,8 @@ Status FileSystem::truncate_staged(Staged& s, uint64_t size) {
   s.generation++;
   s.posix.mtime_ns = now_ns();
   if (size < s.streamed) s.stream_broken = true;
+  // Emptied, the file no longer lacks bytes a failed write was to put there.
+  if (size == 0) s.manifest.write_failed = false;
   return {};
 }
 
@@ -429,6 +463,7 @@ Result<size_t> FileSystem::write(uint64_t fh, uint64_t offset, std::string_view 
     }
     s->size = std::max(s->size, offset + data.size());
     s->generation++;
+    metrics_.written_bytes += data.size();
     s->posix.mtime_ns = now_ns();
     if (offset < s->streamed) s->stream_broken = true;
     sequential = offset + data.size() == s->size;
@@ -439,7 +474,18 @@ Result<size_t> FileSystem::write(uint64_t fh, uint64_t offset, std::string_view 
       if (Status saved = s->store.save(s->manifest); !saved) return std::unexpected(saved.error());
     }
   }
-  if (sequential) stream_parts(s);
+  if (sequential && exporter_) {
+    stream_parts(s);
+    // Back-pressure: a writer may run at most one round of parts ahead of the
+    // upload, so close() waits for about that, not for the whole file.
+    const uint64_t ahead = static_cast<uint64_t>(options_.upload_concurrency) *
+                           std::max(options_.part_size, s3::kMinPartSize);
+    std::unique_lock sl(s->mu);
+    s->parts_done.wait(sl, [&] {
+      return (s->manifest.upload_id.empty() && !s->creating_upload) || s->stream_broken ||
+             s->stream_error || s->unlinked || s->exporting || s->size <= s->streamed + ahead;
+    });
+  }
   return data.size();
 }
 
@@ -519,6 +565,7 @@ Result<Attr> FileSystem::setattr(Ino ino, const SetAttr& change, std::optional<u
       std::lock_guard sl(s->mu);
       s->posix = posix;
       s->generation++;
+      if (change.atime || change.mtime) s->times_set = true;
     }
   }
   if (s) {
@@ -599,17 +646,19 @@ void FileSystem::stream_parts(const std::shared_ptr<Staged>& s) {
   if (!exporter_) return;
   const uint64_t base = std::max(options_.part_size, s3::kMinPartSize);
   std::unique_lock sl(s->mu);
-  if (s->stream_broken || s->stream_error || s->unlinked || !may_export(*s)) return;
+  if (s->stream_broken || s->stream_error || s->unlinked || s->exporting || !may_export(*s)) {
+    return;
+  }
   // Only files of two parts or more are streamed (smaller ones are one PUT).
   if (s->manifest.upload_id.empty()) {
     if (s->creating_upload || s->size < 2 * base) return;
     s->creating_upload = true;
-    std::string key = s->manifest.key;
-    s3::UserMetadata meta = metadata_of(s->posix, {});
+    std::string key = s->manifest.key, content_type = s->manifest.content_type;
+    s3::UserMetadata meta = metadata_of(s->posix, s->manifest.metadata);
     sl.unlock();
-    exporter_->submit([this, s, key, meta] {
+    exporter_->submit([this, s, key, meta, content_type] {
       metrics_.count_request("CreateMultipartUpload");
-      auto id = client_.create_multipart_upload(options_.bucket, key, meta, "");
+      auto id = client_.create_multipart_upload(options_.bucket, key, meta, content_type);
       {
         std::lock_guard l(s->mu);
         s->creating_upload = false;
@@ -617,6 +666,7 @@ void FileSystem::stream_parts(const std::shared_ptr<Staged>& s) {
           s->stream_error = id.error();
         } else {
           s->manifest.upload_id = *id;
+          s->upload_metadata = meta;
           // Recorded before any part is sent: a crash leaves an upload to abort.
           if (Status st = s->store.save(s->manifest); !st) s->stream_error = st.error();
         }
@@ -628,9 +678,9 @@ void FileSystem::stream_parts(const std::shared_ptr<Staged>& s) {
   }
   while (s->in_flight < options_.upload_concurrency) {
     const size_t index = s->parts.size();
-    if (index >= static_cast<size_t>(s3::kMaxParts)) return;
+    if (index >= static_cast<size_t>(s3::kMaxParts)) break;
     const uint64_t len = part_length(base, index);
-    if (s->size < s->streamed + len || !s->last_write_sequential) return;
+    if (s->size < s->streamed + len || !s->last_write_sequential) break;
     const uint64_t off = s->streamed;
     s->parts.push_back({static_cast<int>(index + 1), ""});
     s->streamed += len;
@@ -653,6 +703,7 @@ void FileSystem::stream_parts(const std::shared_ptr<Staged>& s) {
       stream_parts(s);
     });
   }
+  s->parts_done.notify_all();  // `streamed` moved: a writer held back may go on
 }
 
 Status FileSystem::export_staged(const std::shared_ptr<Staged>& s) {
@@ -670,15 +721,24 @@ Status FileSystem::export_staged(const std::shared_ptr<Staged>& s) {
     return {};
   }
   s->parts_done.wait(sl, [&] { return s->in_flight == 0 && !s->creating_upload; });
+  s->exporting = true;  // from here on the upload is this export's
   const uint64_t generation = s->generation, size = s->size;
   const std::string key = s->manifest.key;
-  const s3::UserMetadata meta = metadata_of(s->posix, {});
+  const s3::UserMetadata meta = metadata_of(s->posix, s->manifest.metadata);
+  const std::string content_type = s->manifest.content_type;
   const uint64_t base = std::max(options_.part_size, s3::kMinPartSize);
   std::string upload_id = s->manifest.upload_id;
   std::vector<s3::CompletedPart> parts = s->parts;
   uint64_t streamed = s->streamed;
-  const bool streamed_ok =
+  bool streamed_ok =
       !upload_id.empty() && !s->stream_broken && !s->stream_error && streamed <= size;
+  if (streamed_ok) {
+    // The rest must fit in S3's 10,000 parts; if not (a part size too small for
+    // the file), the whole file is uploaded again with parts sized to fit.
+    size_t count = parts.size();
+    for (uint64_t off = streamed; off < size; ++count) off += part_length(base, count);
+    if (count > static_cast<size_t>(s3::kMaxParts)) streamed_ok = false;
+  }
   sl.unlock();
 
   Result<std::string> etag = fail(ErrorCode::kOther, "not exported");
@@ -689,9 +749,6 @@ Status FileSystem::export_staged(const std::shared_ptr<Staged>& s) {
       uint64_t len = std::min(part_length(base, parts.size() + rest.size()), size - off);
       rest.emplace_back(off, len);
       off += len;
-    }
-    if (parts.size() + rest.size() > static_cast<size_t>(s3::kMaxParts)) {
-      return fail(ErrorCode::kFileTooBig, "more than 10,000 parts");
     }
     const size_t first = parts.size();
     parts.resize(first + rest.size());
@@ -711,12 +768,40 @@ Status FileSystem::export_staged(const std::shared_ptr<Staged>& s) {
     } else {
       etag = std::unexpected(st.error());
     }
+    // S3 takes an upload's metadata when it starts. Writes since then moved the
+    // file's mtime: the object keeps the upload's times and this mount shows
+    // them too, so every mount agrees (docs/SEMANTICS.md). A chmod, chown or
+    // utimens since then must be published: a copy onto itself, server-side.
+    auto without_times = [](s3::UserMetadata m) {
+      m.erase("file-mtime");
+      m.erase("file-atime");
+      return m;
+    };
+    std::unique_lock ul(s->mu);
+    const bool stale_metadata = s->times_set || without_times(s->upload_metadata) !=
+                                                    without_times(meta);
+    if (etag && !stale_metadata) {
+      const PosixMetadata published = decode_posix_metadata(s->upload_metadata);
+      s->posix.mtime_ns = published.mtime_ns;
+      s->posix.atime_ns = published.atime_ns;
+    }
+    ul.unlock();
+    if (etag && stale_metadata) {
+      s3::CopyObjectRequest fix;
+      fix.source_bucket = fix.bucket = options_.bucket;
+      fix.source_key = fix.key = key;
+      fix.source_if_match = *etag;
+      fix.replace_metadata = meta;
+      fix.content_type = content_type;
+      metrics_.count_request("CopyObject");
+      etag = s3::copy_any_size(client_, fix, size, {});
+    }
   } else {
     if (!upload_id.empty()) {
       metrics_.count_request("AbortMultipartUpload");
       (void)client_.abort_multipart_upload(options_.bucket, key, upload_id);
     }
-    s3::PutObjectRequest target{options_.bucket, key, s3::Body::empty(), meta, ""};
+    s3::PutObjectRequest target{options_.bucket, key, s3::Body::empty(), meta, content_type};
     metrics_.count_request(size <= base ? "PutObject" : "MultipartUpload");
     s3::TransferOptions transfer;
     transfer.part_size = base;
@@ -725,6 +810,7 @@ Status FileSystem::export_staged(const std::shared_ptr<Staged>& s) {
   }
 
   sl.lock();
+  s->exporting = false;
   // Whatever happened, the upload is finished: the next export starts afresh.
   if (!etag && streamed_ok) {
     s->stream_broken = true;  // its upload id is aborted at the next export
@@ -746,7 +832,10 @@ Status FileSystem::export_staged(const std::shared_ptr<Staged>& s) {
     return std::unexpected(etag.error());
   }
   s->exported = generation;
+  s->times_set = false;
   s->manifest.base_etag = *etag;
+  metrics_.exported_bytes += size;
+  metrics_.exported_files++;
   s->last_error.clear();
   const PosixMetadata posix = s->posix;
   if (Status saved = s->store.save(s->manifest); !saved) {

@@ -113,8 +113,11 @@ Status StagingStore::save(const Manifest& m) {
   const std::string path = manifest_path(m.id), tmp = path + ".tmp";
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (fd < 0) return fail_errno("create " + tmp, errno);
+  // No fsync: what this guards against is the mount process dying (kill -9, a
+  // crash), after which the page cache still holds both files; the rename makes
+  // the replacement atomic. Surviving a power loss would need the data files
+  // synced too, at the cost of every small file's export (docs/SEMANTICS.md).
   Status st = cache::io::pwrite_full(fd, encode_manifest(m), 0, "write " + tmp);
-  if (st && ::fsync(fd) != 0) st = fail_errno("fsync " + tmp, errno);
   ::close(fd);
   if (st && ::rename(tmp.c_str(), path.c_str()) != 0) st = fail_errno("rename " + tmp, errno);
   if (!st) ::unlink(tmp.c_str());

@@ -12,8 +12,9 @@
 //               made from, the POSIX metadata to publish, whether the writer
 //               had closed it, and the multipart upload in flight (to abort
 //               at the next start after a crash)
-// The manifest is replaced atomically (write, fsync, rename), so a crash
-// leaves the old or the new one.
+// The manifest is replaced atomically (write, rename), so a crash of the
+// process leaves the old or the new one. Nothing is fsynced: staging survives
+// the process, not a power loss of the node (docs/SEMANTICS.md).
 //
 // Thread safety: the store's methods may be called from many threads; one
 // manifest is written by one thread at a time (the fs layer's job).

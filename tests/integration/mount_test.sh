@@ -130,8 +130,8 @@ def read_expect_error(path, src):
     return 1
 
 def tryop(op, path, path2=None):
-    """A write operation must fail with EROFS or EACCES (a hard link also with EPERM/ENOTSUP)."""
-    allowed = (errno.EROFS, errno.EACCES) + ((errno.EPERM, errno.ENOTSUP) if op == "link" else ())
+    """On a read-only mount a write operation must fail with EROFS (a hard link also with EPERM/ENOTSUP)."""
+    allowed = (errno.EROFS,) + ((errno.EPERM, errno.ENOTSUP) if op == "link" else ())
     try:
         if op == "create":
             with open(path, "w") as f:
@@ -292,22 +292,26 @@ check "df (statfs) works on the mount" timeout 10 df "$A"
 check "user.nacre.s3_url names the object" \
   tool getxattr_is "$A/d1/f1" user.nacre.s3_url "$p/tree/d1/f1"
 
-# 12 (writes): nothing can be written, on a mount without --read-only.
-for op in "create $A/new" "append $A/top.txt" "truncate $A/top.txt" "touch $A/top.txt" "chmod $A/top.txt" \
-          "mkdir $A/newdir" "unlink $A/top.txt" "rmdir $A/empty" "rename $A/top.txt $A/moved" \
-          "symlink $A/newlink" "link $A/top.txt $A/hard"; do
+# 12 (writes): nothing can be written on a --read-only mount (mounts are
+# read-write by default; tests/integration/write_test.sh checks the writes).
+check "mount -f RO (--read-only)" mount_fg RO "$p/tree" "$work/cacheRO" --read-only
+RO="$work/RO"
+for op in "create $RO/new" "append $RO/top.txt" "truncate $RO/top.txt" "touch $RO/top.txt" "chmod $RO/top.txt" \
+          "mkdir $RO/newdir" "unlink $RO/top.txt" "rmdir $RO/empty" "rename $RO/top.txt $RO/moved" \
+          "symlink $RO/newlink" "link $RO/top.txt $RO/hard"; do
   # shellcheck disable=SC2086
-  check "write op fails with EROFS or EACCES: ${op%% *}" tool tryop $op
+  check "read-only mount: write op fails with EROFS: ${op%% *}" tool tryop $op
 done
 nothing_written() {
   local listing
   listing=$(timeout 30 "$nacre" ls -r "$p/tree/") || { echo "ls failed"; return 1; }
   [ "$(echo "$listing" | grep -c /tree/top.txt)" = 1 ] || { echo "top.txt not listed once"; return 1; }
   if echo "$listing" | grep -E "/tree/(new|newdir/?|moved|newlink|hard)\$"; then return 1; fi
-  ! [ -e "$A/new" ] && ! [ -e "$A/moved" ] && [ -e "$A/top.txt" ]
+  ! [ -e "$RO/new" ] && ! [ -e "$RO/moved" ] && [ -e "$RO/top.txt" ] && [ -d "$RO/empty" ]
 }
 check "no write reached S3 or the mount" nothing_written
 check "top.txt is unchanged in S3" bash -c "timeout 30 '$nacre' cp '$p/tree/top.txt' - | cmp - '$src/top'"
+check "unmount RO" unmount "$RO"
 
 check "unmount of the daemonised mount; its nacre exits" unmount "$A"
 
@@ -507,7 +511,8 @@ check "unmount I" unmount "$I"
 bad_mount() {  # bad_mount SOURCE MOUNTPOINT [ENV...]: must fail within 30 s, not mounted
   local source=$1 mnt=$2; shift 2
   local start=$SECONDS rc=0
-  env "$@" timeout 60 "$nacre" mount "$source" "$mnt" --cache-dir "${bad_cache:-$work/cacheX}" || rc=$?
+  # shellcheck disable=SC2086  # bad_opts: extra mount options, split on spaces
+  env "$@" timeout 60 "$nacre" mount "$source" "$mnt" --cache-dir "${bad_cache:-$work/cacheX}" ${bad_opts:-} || rc=$?
   if [ $rc = 0 ]; then echo "mount succeeded" >&2; return 0; fi
   [ $((SECONDS - start)) -le 30 ] || { echo "took $((SECONDS - start)) s" >&2; return 0; }
   if is_mounted "$mnt"; then echo "but $mnt is mounted" >&2; return 0; fi
@@ -515,7 +520,14 @@ bad_mount() {  # bad_mount SOURCE MOUNTPOINT [ENV...]: must fail within 30 s, no
 }
 mkdir -p "$work/X"
 expect_error "mount of a missing bucket" "NoSuchBucket" bad_mount "s3://nacre-no-such-bucket-$$" "$work/X"
-expect_error "mount of a missing prefix" "holds no objects" bad_mount "$p/no-such-prefix" "$work/X"
+bad_opts=--read-only expect_error "read-only mount of a missing prefix" "holds no objects" \
+  bad_mount "$p/no-such-prefix" "$work/X"
+# Read-write, the same prefix mounts (as an empty directory): files written there create it.
+check "read-write mount of a missing prefix succeeds" mount_fg Y "$p/no-such-prefix" "$work/cacheY"
+check "the missing prefix mounts as an empty directory" bash -c "[ -z \"\$(timeout 10 ls -A '$work/Y')\" ]"
+check "unmount Y" unmount "$work/Y"
+check "the read-write mount created no object under the missing prefix" \
+  bash -c "[ -z \"\$(timeout 30 '$nacre' ls -r '$p/no-such-prefix/')\" ]"
 expect_error "mount with a wrong secret key" "SignatureDoesNotMatch|InvalidCredentials|AccessDenied" \
   bad_mount "$p/tree" "$work/X" AWS_SECRET_ACCESS_KEY=wrong
 expect_error "mount on a missing mount point" "not an existing directory" bad_mount "$p/tree" "$work/nonexistent"
