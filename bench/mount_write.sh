@@ -54,11 +54,13 @@ for arg in "$@"; do
 done
 if [ "$quick" = 1 ]; then write_gib=${NACRE_BENCH_WRITE_GIB:-0.25}; else write_gib=${NACRE_BENCH_WRITE_GIB:-2}; fi
 # Sizes in bytes, whole MiB.
-write_bytes=$(awk -v g="$write_gib" 'BEGIN { m = int(g * 1024 + 0.5); if (m < 1) exit 1; printf "%d", m * 1048576 }') ||
-  { echo "mount_write.sh: bad NACRE_BENCH_WRITE_GIB=$write_gib" >&2; exit 2; }
+# (awk prints MiB: mawk's %d stops at 2^31 - 1)
+to_mib() { awk -v g="$1" 'BEGIN { m = int(g * 1024 + 0.5); if (m < 1) exit 1; printf "%d", m }'; }
+write_mib=$(to_mib "$write_gib") || { echo "mount_write.sh: bad NACRE_BENCH_WRITE_GIB=$write_gib" >&2; exit 2; }
+write_bytes=$((write_mib << 20))
 if [ -n "${NACRE_BENCH_RSS_GIB:-}" ]; then
-  rss_bytes=$(awk -v g="$NACRE_BENCH_RSS_GIB" 'BEGIN { m = int(g * 1024 + 0.5); if (m < 1) exit 1; printf "%d", m * 1048576 }') ||
-    { echo "mount_write.sh: bad NACRE_BENCH_RSS_GIB=$NACRE_BENCH_RSS_GIB" >&2; exit 2; }
+  rss_mib=$(to_mib "$NACRE_BENCH_RSS_GIB") || { echo "mount_write.sh: bad NACRE_BENCH_RSS_GIB=$NACRE_BENCH_RSS_GIB" >&2; exit 2; }
+  rss_bytes=$((rss_mib << 20))
 else
   rss_bytes=$((write_bytes * 4))
 fi

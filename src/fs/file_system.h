@@ -298,7 +298,11 @@ class FileSystem {
   Status writable() const;
   // The staged file of inode `ino`, staging it first if needed: an empty file
   // when `truncate`, otherwise the object's bytes. No lock held.
-  Result<std::shared_ptr<Staged>> stage(Ino ino, bool truncate);
+  // `created`: set when this call made the staged file (not another handle's).
+  Result<std::shared_ptr<Staged>> stage(Ino ino, bool truncate, bool* created = nullptr);
+  // A staged file recovered at start for `key` (not exported yet), taken over by
+  // inode `ino` so that a new write and the recovered one are one file. Locked.
+  std::shared_ptr<Staged> adopt_recovered(const std::string& key, Ino ino);
   // `other`: the object's user metadata and content type, kept by the export
   // (the POSIX headers are replaced by `posix`).
   Result<std::shared_ptr<Staged>> new_staged(Ino ino, const std::string& key,
@@ -309,6 +313,8 @@ class FileSystem {
   Status truncate_staged(Staged& s, uint64_t size);
   // Exports `s` if it changed: PUT or multipart (completing a streamed upload).
   Status export_staged(const std::shared_ptr<Staged>& s);
+  // export_staged for the exporter's threads: an exception is an error.
+  Status guard_export(const std::shared_ptr<Staged>& s);
   // Streams full parts of a sequentially written file while it is written.
   void stream_parts(const std::shared_ptr<Staged>& s);
   // Lets go of an inode's staged file once nothing needs it (exported, no
@@ -345,6 +351,7 @@ class FileSystem {
   uint64_t next_fh_ = 1;                                         // GUARDED_BY(mu_)
   std::map<std::string, std::weak_ptr<BlockFetcher>> fetchers_;  // GUARDED_BY(mu_)
   std::set<std::string> deleted_locally_;                        // GUARDED_BY(mu_)
+  std::map<std::string, std::weak_ptr<Staged>> recovered_;       // GUARDED_BY(mu_)
   std::unique_ptr<Exporter> exporter_;
 };
 

@@ -30,3 +30,24 @@ bool symlink_stays_inside(size_t depth, std::string_view target) {
 }
 
 }  // namespace nacre::fs
+
+namespace nacre::fs {
+
+bool is_utf8(std::string_view s) {
+  for (size_t i = 0; i < s.size();) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    const size_t more = c < 0x80           ? 0
+                        : (c >> 5) == 0x6  ? 1
+                        : (c >> 4) == 0xe  ? 2
+                        : (c >> 3) == 0x1e ? 3
+                                           : 4;  // not a lead byte
+    if (more == 4 || (more > 0 && i + more >= s.size())) return false;
+    for (size_t k = 1; k <= more; ++k) {
+      if ((static_cast<unsigned char>(s[i + k]) >> 6) != 0x2) return false;
+    }
+    i += more + 1;
+  }
+  return true;
+}
+
+}  // namespace nacre::fs

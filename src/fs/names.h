@@ -23,3 +23,11 @@ bool is_valid_name(std::string_view name);
 bool symlink_stays_inside(size_t depth, std::string_view target);
 
 }  // namespace nacre::fs
+
+namespace nacre::fs {
+
+// Whether `name` is valid UTF-8: S3 keys are UTF-8, so names that are not
+// cannot be written (EINVAL); such keys may still be read.
+bool is_utf8(std::string_view name);
+
+}  // namespace nacre::fs

@@ -24,7 +24,9 @@ int64_t now_ns() {
 
 Status check_new_name(const std::string& name) {
   if (name.size() > kMaxNameLength) return fail(ErrorCode::kNameTooLong, "name over 255 bytes");
-  if (!is_valid_name(name)) return fail(ErrorCode::kInvalidArgument, "not a valid file name");
+  if (!is_valid_name(name) || !is_utf8(name)) {
+    return fail(ErrorCode::kInvalidArgument, "not a valid file name (S3 keys are UTF-8)");
+  }
   return {};
 }
 
@@ -132,6 +134,22 @@ Result<Attr> FileSystem::symlink(Ino parent, const std::string& name, const std:
 
 Status FileSystem::unlink(Ino parent, const std::string& name) {
   if (Status st = writable(); !st) return st;
+  std::shared_ptr<Staged> staged;
+  {
+    std::lock_guard lock(mu_);
+    auto dir = find_dir(parent);
+    if (!dir) return std::unexpected(dir.error());
+    auto it = (*dir)->children.find(name);
+    if (it == (*dir)->children.end()) return fail(ErrorCode::kNotFound, "no such file");
+    if (inodes_[it->second]->type == S_IFDIR) {
+      return fail(ErrorCode::kIsADirectory, "is a directory");
+    }
+    staged = inodes_[it->second]->staged;
+  }
+  // An export in progress finishes first, and none starts after: a deleted file
+  // never reappears in S3 because its close raced with the unlink.
+  std::unique_lock<std::shared_mutex> io;
+  if (staged) io = std::unique_lock(staged->io);
   std::string key;
   bool in_s3 = false;
   Ino ino = 0;
@@ -143,32 +161,41 @@ Status FileSystem::unlink(Ino parent, const std::string& name) {
     if (it == (*dir)->children.end()) return fail(ErrorCode::kNotFound, "no such file");
     ino = it->second;
     Inode& n = *inodes_[ino];
-    if (n.type == S_IFDIR) return fail(ErrorCode::kIsADirectory, "is a directory");
+    if (n.staged != staged) return fail(ErrorCode::kStale, "the file changed; try again");
     key = n.key;
     // An object exists unless the file was only ever staged or kept local.
-    in_s3 = !n.local_only && (!n.etag.empty() || !n.staged);
-    if (n.staged) {
-      std::lock_guard sl(n.staged->mu);
-      in_s3 = !n.staged->manifest.base_etag.empty();
+    in_s3 = !n.local_only && !n.etag.empty();
+    if (staged) {
+      std::lock_guard sl(staged->mu);
+      in_s3 = !staged->manifest.base_etag.empty();
     }
   }
   if (in_s3 && options_.export_policy.deleted) {
     metrics_.count_request("DeleteObject");
     if (Status st = client_.delete_object(options_.bucket, key); !st) return st;
   }
+  if (staged) {
+    // Open handles keep writing to it, as to an unlinked file; it is never
+    // exported, and a crash from here on does not bring it back.
+    std::lock_guard sl(staged->mu);
+    staged->unlinked = true;
+    if (Status st = staged->store.remove(staged->manifest.id); !st) {
+      spdlog::warn("staging: {}", st.error().describe());
+    }
+  }
+  io = {};
   std::lock_guard lock(mu_);
   if (in_s3 && !options_.export_policy.deleted) deleted_locally_.insert(key);
+  // The key's next file gets a new inode: this one lives on for its open handles.
+  if (auto k = ino_by_key_.find(key); k != ino_by_key_.end() && k->second == ino) {
+    ino_by_key_.erase(k);
+  }
   Inode* dir = find(parent);
   if (!dir) return {};
   auto it = dir->children.find(name);
   if (it == dir->children.end() || it->second != ino) return {};
   dir->children.erase(it);
   dir->negative[name] = SteadyClock::now();
-  if (Inode* n = find(ino); n && n->staged) {
-    // Open handles keep writing to it, as to an unlinked file; it is never exported.
-    std::lock_guard sl(n->staged->mu);
-    n->staged->unlinked = true;
-  }
   if (Inode* n = find(ino)) drop_staged_if_done(*n);
   drop_if_unused(ino);
   return {};
@@ -356,6 +383,24 @@ Status FileSystem::rename(Ino parent, const std::string& name, Ino new_parent,
       return fail(ErrorCode::kInvalidArgument, "a directory cannot move into itself");
     }
   }
+  // No export of the file or of the file it replaces runs while the keys move
+  // (it would publish under the old name, or resurrect the replaced file).
+  std::shared_ptr<Staged> src_staged, dst_staged;
+  {
+    std::lock_guard lock(mu_);
+    if (Inode* n = find(ino)) src_staged = n->staged;
+    if (Inode* t = target ? find(target) : nullptr) dst_staged = t->staged;
+  }
+  std::unique_lock<std::shared_mutex> src_io, dst_io;
+  if (src_staged) src_io = std::unique_lock(src_staged->io, std::defer_lock);
+  if (dst_staged) dst_io = std::unique_lock(dst_staged->io, std::defer_lock);
+  if (src_staged && dst_staged) {
+    std::lock(src_io, dst_io);
+  } else if (src_staged) {
+    src_io.lock();
+  } else if (dst_staged) {
+    dst_io.lock();
+  }
   if (type == S_IFDIR) {
     if (target != 0) {
       if (Status st = list_directory(target); !st) return st;
@@ -388,6 +433,10 @@ Status FileSystem::rename(Ino parent, const std::string& name, Ino new_parent,
         if (r->staged) {
           std::lock_guard sl(r->staged->mu);
           r->staged->unlinked = true;
+          (void)r->staged->store.remove(r->staged->manifest.id);
+        }
+        if (auto k = ino_by_key_.find(r->key); k != ino_by_key_.end() && k->second == replaced) {
+          ino_by_key_.erase(k);
         }
         drop_staged_if_done(*r);
       }
@@ -408,6 +457,8 @@ Status FileSystem::rename(Ino parent, const std::string& name, Ino new_parent,
       if (!etag.empty()) n->staged->manifest.base_etag = etag;
     }
   }
+  src_io = {};
+  dst_io = {};
   // A staged file nobody has open goes out now, under its new name.
   if (to_export) {
     Status st = export_staged(to_export);

@@ -73,8 +73,9 @@ Result<OpenResult> FileSystem::open(Ino ino, int flags) {
     if (!st) return std::unexpected(st.error());
   }
   std::shared_ptr<Staged> staged;
+  bool created = false;
   if (write) {
-    auto s = stage(ino, flags & O_TRUNC);
+    auto s = stage(ino, flags & O_TRUNC, &created);
     if (!s) return std::unexpected(s.error());
     staged = std::move(*s);
   }
@@ -87,7 +88,7 @@ Result<OpenResult> FileSystem::open(Ino ino, int flags) {
     if (!n || !dir) return fail(ErrorCode::kStale, "stale inode");
     auto it = dir->children.find(name);
     if (it == dir->children.end() || it->second != ino) {
-      if (write && staged && n->open_handles == 0 && n->staged == staged) {
+      if (created && n->open_handles == 0 && n->staged == staged) {
         // Staged for an inode that no longer names the object: not the file's content.
         std::lock_guard sl(staged->mu);
         staged->unlinked = true;

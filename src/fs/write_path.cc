@@ -61,6 +61,10 @@ FileSystem::Staged::~Staged() {
 }
 
 void FileSystem::Exporter::start(int workers) {
+  {
+    std::lock_guard lock(mu);
+    stopped = false;
+  }
   for (int i = 0; i < workers; ++i) {
     threads.emplace_back([this](std::stop_token stop) {
       for (;;) {
@@ -71,7 +75,14 @@ void FileSystem::Exporter::start(int workers) {
           task = std::move(tasks.front());
           tasks.pop_front();
         }
-        task();
+        // No exception may end a thread (std::terminate): a task logs it.
+        try {
+          task();
+        } catch (const std::exception& e) {
+          spdlog::error("export task: {}", e.what());
+        } catch (...) {
+          spdlog::error("export task: unknown exception");
+        }
       }
     });
   }
@@ -117,6 +128,24 @@ size_t FileSystem::Exporter::pending() {
   return retry_list.size() + retrying;
 }
 
+namespace {
+// For threads of our own: an exception becomes an error, never std::terminate.
+template <typename F>
+Status no_throw(const char* what, F&& f) {
+  try {
+    return f();
+  } catch (const std::bad_alloc&) {
+    return fail(ErrorCode::kNoSpace, std::string(what) + ": out of memory");
+  } catch (const std::exception& e) {
+    return fail(ErrorCode::kIo, std::string(what) + ": " + e.what());
+  }
+}
+}  // namespace
+
+Status FileSystem::guard_export(const std::shared_ptr<Staged>& s) {
+  return no_throw("export", [&] { return export_staged(s); });
+}
+
 void FileSystem::retry_loop(Exporter& exporter, std::stop_token stop) {
   auto delay = options_.export_retry;
   for (;;) {
@@ -146,7 +175,7 @@ void FileSystem::retry_loop(Exporter& exporter, std::stop_token stop) {
         std::function<void()> f;
         ~Done() { f(); }
       } done{done_one};
-      Status st = export_staged(s);
+      Status st = guard_export(s);
       if (!st) {
         failed = true;
         bool write_failed;
@@ -178,9 +207,17 @@ void FileSystem::stop_write_path() {
 
 Status FileSystem::start_write_path() {
   if (options_.read_only || !options_.staging) return {};
-  if (exporter_) return fail(ErrorCode::kInvalidArgument, "the write path is started already");
-  exporter_ = std::make_unique<Exporter>(*this);
+  if (exporter_) {
+    // Started again after stop_write_path(): the threads only; recovery ran once.
+    std::lock_guard lock(exporter_->mu);
+    if (!exporter_->stopped) {
+      return fail(ErrorCode::kInvalidArgument, "the write path is started already");
+    }
+  }
+  const bool first = !exporter_;
+  if (first) exporter_ = std::make_unique<Exporter>(*this);
   exporter_->start(options_.upload_concurrency);
+  if (!first) return {};
   size_t unreadable = 0;
   auto manifests = options_.staging->list(&unreadable);
   if (!manifests) return std::unexpected(manifests.error());
@@ -216,6 +253,10 @@ Status FileSystem::start_write_path() {
     auto s = std::make_shared<Staged>(*options_.staging, m, *fd, 0);
     s->size = static_cast<uint64_t>(st.st_size);
     s->posix = decode_posix_metadata(m.metadata);
+    {
+      std::lock_guard lock(mu_);
+      recovered_[m.key] = s;
+    }
     exporter_->retry_later(s);
     ++exported;
   }
@@ -260,7 +301,8 @@ Result<std::shared_ptr<FileSystem::Staged>> FileSystem::new_staged(Ino ino, cons
   return s;
 }
 
-Result<std::shared_ptr<FileSystem::Staged>> FileSystem::stage(Ino ino, bool truncate) {
+Result<std::shared_ptr<FileSystem::Staged>> FileSystem::stage(Ino ino, bool truncate,
+                                                              bool* created) {
   cache::ObjectVersion v;
   PosixMetadata posix;
   s3::UserMetadata other;
@@ -271,6 +313,11 @@ Result<std::shared_ptr<FileSystem::Staged>> FileSystem::stage(Ino ino, bool trun
     Inode* n = find(ino);
     if (!n) return fail(ErrorCode::kStale, "stale inode");
     existing = n->staged;
+    if (!existing) {
+      // The file a crashed process left for this key, not exported yet: it is
+      // newer than S3's version, so it is what a new writer starts from.
+      if (auto adopted = adopt_recovered(n->key, ino)) existing = n->staged = adopted;
+    }
     v = {options_.bucket, n->key, n->etag, n->size};
     posix = n->posix;
     other = n->user_metadata;
@@ -283,9 +330,9 @@ Result<std::shared_ptr<FileSystem::Staged>> FileSystem::stage(Ino ino, bool trun
     }
     return existing;
   }
-  auto created = new_staged(ino, v.key, v.etag, posix, other, content_type);
-  if (!created) return created;
-  std::shared_ptr<Staged> s = *created;
+  auto made = new_staged(ino, v.key, v.etag, posix, other, content_type);
+  if (!made) return made;
+  std::shared_ptr<Staged> s = *made;
   if (!truncate && v.size > 0) {
     // The object's bytes, from the node cache where it holds them (or fetches
     // them once for every reader); straight from S3 when the cache cannot take them.
@@ -332,11 +379,19 @@ Result<std::shared_ptr<FileSystem::Staged>> FileSystem::stage(Ino ino, bool trun
     return fail(ErrorCode::kStale, "the file went away while it was staged");
   }
   if (n->staged) {  // a concurrent open staged it first: use that one
-    std::lock_guard sl(s->mu);
-    s->unlinked = true;
-    return n->staged;
+    {
+      std::lock_guard sl(s->mu);
+      s->unlinked = true;
+    }
+    auto winner = n->staged;
+    mu_.unlock();
+    Status st = truncate ? truncate_staged(*winner, 0) : Status{};
+    mu_.lock();
+    if (!st) return std::unexpected(st.error());
+    return winner;
   }
   n->staged = s;
+  if (created) *created = true;
   return s;
 }
 
@@ -358,9 +413,25 @@ Status FileSystem::truncate_staged(Staged& s, uint64_t size) {
 
 void FileSystem::drop_staged_if_done(Inode& n) {
   if (!n.staged || n.open_handles > 0) return;
-  std::lock_guard sl(n.staged->mu);
-  if (n.staged->dirty() && !n.staged->unlinked) return;
-  n.staged.reset();  // the destructor removes the staged files
+  std::shared_ptr<Staged> gone;
+  {
+    std::lock_guard sl(n.staged->mu);
+    if (n.staged->dirty() && !n.staged->unlinked) return;
+    gone = std::move(n.staged);
+  }
+  // `gone` is released here, its mutex unlocked: the destructor removes the files.
+}
+
+std::shared_ptr<FileSystem::Staged> FileSystem::adopt_recovered(const std::string& key, Ino ino) {
+  auto it = recovered_.find(key);
+  if (it == recovered_.end()) return nullptr;
+  auto s = it->second.lock();
+  recovered_.erase(it);
+  if (!s) return nullptr;
+  std::lock_guard sl(s->mu);
+  if (s->unlinked || !s->dirty()) return nullptr;
+  s->ino = ino;
+  return s;
 }
 
 // ---------------------------------------------------------------------------
@@ -371,7 +442,9 @@ Result<std::pair<Attr, OpenResult>> FileSystem::create(Ino parent, const std::st
                                                        const Caller& caller) {
   if (Status st = writable(); !st) return std::unexpected(st.error());
   if (name.size() > kMaxNameLength) return fail(ErrorCode::kNameTooLong, "name over 255 bytes");
-  if (!is_valid_name(name)) return fail(ErrorCode::kInvalidArgument, "not a valid file name");
+  if (!is_valid_name(name) || !is_utf8(name)) {
+    return fail(ErrorCode::kInvalidArgument, "not a valid file name (S3 keys are UTF-8)");
+  }
   // The kernel asks only after its own lookup said the name is absent; the TTL
   // may hide a newer object, so look again unless a listing vouches for it.
   auto existing = lookup(parent, name);
@@ -411,10 +484,16 @@ Result<std::pair<Attr, OpenResult>> FileSystem::create(Ino parent, const std::st
     (*s)->unlinked = true;
     return fail(ErrorCode::kExists, "the file was created concurrently");
   }
+  deleted_locally_.erase(key);
   Ino ino = child_ino(**dir, name, key, S_IFREG);
   Inode& n = *inodes_[ino];
   std::shared_ptr<Staged> staged = *s;
   staged->ino = ino;
+  if (auto old = adopt_recovered(key, 0)) {
+    // A recovered file of that name is replaced by this new one: never exported.
+    std::lock_guard sl(old->mu);
+    old->unlinked = true;
+  }
   {
     std::lock_guard sl(staged->mu);
     staged->writers = 1;
@@ -483,7 +562,8 @@ Result<size_t> FileSystem::write(uint64_t fh, uint64_t offset, std::string_view 
     std::unique_lock sl(s->mu);
     s->parts_done.wait(sl, [&] {
       return (s->manifest.upload_id.empty() && !s->creating_upload) || s->stream_broken ||
-             s->stream_error || s->unlinked || s->exporting || s->size <= s->streamed + ahead;
+             s->stream_error || s->unlinked || s->exporting || s->in_flight == 0 ||
+             s->size <= s->streamed + ahead;
     });
   }
   return data.size();
@@ -657,8 +737,13 @@ void FileSystem::stream_parts(const std::shared_ptr<Staged>& s) {
     s3::UserMetadata meta = metadata_of(s->posix, s->manifest.metadata);
     sl.unlock();
     exporter_->submit([this, s, key, meta, content_type] {
-      metrics_.count_request("CreateMultipartUpload");
-      auto id = client_.create_multipart_upload(options_.bucket, key, meta, content_type);
+      Result<std::string> id = fail(ErrorCode::kIo, "no upload");
+      Status asked = no_throw("create upload", [&]() -> Status {
+        metrics_.count_request("CreateMultipartUpload");
+        id = client_.create_multipart_upload(options_.bucket, key, meta, content_type);
+        return {};
+      });
+      if (!asked) id = std::unexpected(asked.error());
       {
         std::lock_guard l(s->mu);
         s->creating_upload = false;
@@ -676,6 +761,7 @@ void FileSystem::stream_parts(const std::shared_ptr<Staged>& s) {
     });
     return;
   }
+  std::vector<std::function<void()>> tasks;
   while (s->in_flight < options_.upload_concurrency) {
     const size_t index = s->parts.size();
     if (index >= static_cast<size_t>(s3::kMaxParts)) break;
@@ -686,10 +772,15 @@ void FileSystem::stream_parts(const std::shared_ptr<Staged>& s) {
     s->streamed += len;
     s->in_flight++;
     std::string key = s->manifest.key, upload_id = s->manifest.upload_id;
-    exporter_->submit([this, s, key, upload_id, index, off, len] {
-      metrics_.count_request("UploadPart");
-      auto etag = client_.upload_part(options_.bucket, key, upload_id, static_cast<int>(index + 1),
-                                      s3::Body::from_file(s->fd, off, len));
+    tasks.push_back([this, s, key, upload_id, index, off, len] {
+      Result<std::string> etag = fail(ErrorCode::kIo, "part not sent");
+      Status sent = no_throw("upload part", [&]() -> Status {
+        metrics_.count_request("UploadPart");
+        etag = client_.upload_part(options_.bucket, key, upload_id, static_cast<int>(index + 1),
+                                   s3::Body::from_file(s->fd, off, len));
+        return {};
+      });
+      if (!sent) etag = std::unexpected(sent.error());
       {
         std::lock_guard l(s->mu);
         if (etag) {
@@ -704,6 +795,9 @@ void FileSystem::stream_parts(const std::shared_ptr<Staged>& s) {
     });
   }
   s->parts_done.notify_all();  // `streamed` moved: a writer held back may go on
+  sl.unlock();
+  // Submitted unlocked: a stopping exporter runs a task in this thread.
+  for (auto& t : tasks) exporter_->submit(std::move(t));
 }
 
 Status FileSystem::export_staged(const std::shared_ptr<Staged>& s) {
@@ -722,6 +816,7 @@ Status FileSystem::export_staged(const std::shared_ptr<Staged>& s) {
   }
   s->parts_done.wait(sl, [&] { return s->in_flight == 0 && !s->creating_upload; });
   s->exporting = true;  // from here on the upload is this export's
+  s->parts_done.notify_all();
   const uint64_t generation = s->generation, size = s->size;
   const std::string key = s->manifest.key;
   const s3::UserMetadata meta = metadata_of(s->posix, s->manifest.metadata);
@@ -869,8 +964,9 @@ Status FileSystem::flush(uint64_t fh) {
   {
     std::lock_guard sl(s->mu);
     if (!s->dirty() || s->unlinked) return {};
-    // The writer closed it: what the file holds now is what it meant to publish.
-    if (!s->manifest.complete && !s->manifest.write_failed) {
+    // The writer closed it: what the file holds now is what it meant to publish
+    // (unless another writer still has it open).
+    if (!s->manifest.complete && !s->manifest.write_failed && s->writers <= 1) {
       s->manifest.complete = true;
       if (Status saved = s->store.save(s->manifest); !saved) return saved;
     }
