@@ -157,8 +157,10 @@ int status(const std::vector<std::string>& paths) {
 int staged_status(const std::string& cache_dir) {
   const std::string dir = cache_dir + "/staging";
   if (!std::filesystem::is_directory(dir)) {
-    std::fprintf(stderr, "nacre status: error: %s: no staging directory (not a cache directory "
-                 "of a read-write mount?)\n", dir.c_str());
+    std::fprintf(stderr,
+                 "nacre status: error: %s: no staging directory (not a cache directory "
+                 "of a read-write mount?)\n",
+                 dir.c_str());
     return 1;
   }
   auto store = staging::StagingStore::open(dir);
@@ -186,10 +188,10 @@ int staged_status(const std::string& cache_dir) {
                 ec ? "(data file missing)" : data.c_str());
     total += ec ? 0 : size;
   }
-  std::printf("total        %12llu  %zu staged files%s\n", static_cast<unsigned long long>(total),
-              manifests->size(),
-              unreadable ? (", " + std::to_string(unreadable) + " unreadable manifests").c_str()
-                         : "");
+  std::printf(
+      "total        %12llu  %zu staged files%s\n", static_cast<unsigned long long>(total),
+      manifests->size(),
+      unreadable ? (", " + std::to_string(unreadable) + " unreadable manifests").c_str() : "");
   return 0;
 }
 

@@ -244,9 +244,10 @@ struct MountCommand {
     mount_ptr = nullptr;
     mounted->reset();  // unmount before the pool and cache go away
     if (size_t pending = filesystem.pending_exports(); pending > 0) {
-      spdlog::warn("{} files were not exported yet; they stay staged in {} and are exported at "
-                   "the next mount",
-                   pending, staging ? staging->dir() : "");
+      spdlog::warn(
+          "{} closed files were not exported yet; they stay staged in {} and are "
+          "exported at the next mount of this cache directory (nacre status --staged)",
+          pending, staging ? staging->dir() : "");
     }
     filesystem.stop_write_path();
     if (!st_run) {

@@ -1,8 +1,7 @@
 #include "cli/size_parse.h"
 
-#include <array>
-
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <charconv>
 #include <cmath>

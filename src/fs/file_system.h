@@ -3,11 +3,12 @@
 // POSIX-visible is decided here; the FUSE adapter only forwards (src/fuse). No
 // libfuse or gRPC types appear in this layer.
 //
-// The code is in five files: namespace.cc (inodes, the directory view, TTL
+// The code is in six files: namespace.cc (inodes, the directory view, TTL
 // and import policy), namespace_change.cc (unlink, mkdir, rmdir, symlink,
 // rename), read_path.cc (open, read, prefetch, uncached reads), write_path.cc
-// (staging, export, export policy, crash recovery) and file_system.cc (the
-// rest: extended attributes, release).
+// (staging, create, write, setattr, close), export.cc (export to S3, export
+// policy, retries, crash recovery) and file_system.cc (the rest: extended
+// attributes, release).
 //
 // Errors are one code per meaning (common/error.h): kNotFound for a name that
 // does not exist, kStale for an inode or handle that no longer names what it
@@ -22,10 +23,10 @@
 // handles (fstat, reads of the old version) until the kernel forgets it.
 //
 // Thread safety: every method may be called from many threads at once.
-// Lock order: Staged::io → Handle::mu → FileSystem::mu_ → Staged::mu (a read
-// may swap its handle's fetcher; an export holds its staged file's io lock
-// while it uploads). Network requests and waits for fetches happen with no
-// lock held but Staged::io.
+// Lock order: Staged::io → Handle::mu → FileSystem::mu_ → Staged::mu, with
+// the exporter's queue lock a leaf (a read may swap its handle's fetcher; an
+// export holds its staged file's io lock while it uploads). Network requests
+// and waits for fetches happen with no lock held but Staged::io.
 #pragma once
 
 #include <sys/stat.h>
@@ -123,8 +124,6 @@ struct Caller {
   uid_t uid = 0;
   gid_t gid = 0;
 };
-
-
 
 struct Attr {
   Ino ino = 0;
@@ -231,8 +230,8 @@ class FileSystem {
   // Namespace changes (namespace_change.cc).
   [[nodiscard]] Result<Attr> mkdir(Ino parent, const std::string& name, mode_t mode,
                                    const Caller& caller);
-  [[nodiscard]] Result<Attr> symlink(Ino parent, const std::string& name,
-                                     const std::string& target, const Caller& caller);
+  [[nodiscard]] Result<Attr> symlink(Ino parent, const std::string& name, const std::string& target,
+                                     const Caller& caller);
   [[nodiscard]] Status unlink(Ino parent, const std::string& name);
   [[nodiscard]] Status rmdir(Ino parent, const std::string& name);
   // flags: RENAME_NOREPLACE (kExists when the target exists); RENAME_EXCHANGE is
@@ -311,6 +310,8 @@ class FileSystem {
                                              const s3::UserMetadata& other = {},
                                              const std::string& content_type = {});
   Status truncate_staged(Staged& s, uint64_t size);
+  // The staged file of a handle open for writing (kBadHandle otherwise).
+  Result<std::shared_ptr<Staged>> staged_for_writing(uint64_t fh);
   // Exports `s` if it changed: PUT or multipart (completing a streamed upload).
   Status export_staged(const std::shared_ptr<Staged>& s);
   // export_staged for the exporter's threads: an exception is an error.
@@ -329,11 +330,15 @@ class FileSystem {
   Status replace_metadata(const std::string& key, const std::string& etag,
                           const PosixMetadata& posix, std::string* new_etag);
   // Moves the objects of one key (file) or prefix (directory) in S3.
-  Status move_file(Ino ino, const std::string& from, const std::string& to, uint64_t size,
-                   const std::string& etag);
+  // Returns the ETag of the copy at `to`, or "" when nothing was copied (a
+  // staged file goes to `to` at its export).
+  Result<std::string> move_file(Ino ino, const std::string& from, const std::string& to,
+                                uint64_t size, const std::string& etag);
   Status move_directory(const std::string& from, const std::string& to);
   // Changes the keys of an inode and everything below it after a rename. Locked.
   void rekey(Ino ino, const std::string& from, const std::string& to);
+  // kExists when `name` exists in `parent`, looking in S3 unless the view is fresh.
+  Status check_absent(Ino parent, const std::string& name);
   // Whether the name is hidden on this mount (deleted here, DELETED not exported).
   bool hidden_locally(const std::string& key) const;
 

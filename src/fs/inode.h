@@ -25,8 +25,8 @@ struct FileSystem::Inode {
   uint64_t size = 0;
   std::string etag;
   timespec mtime{};
-  PosixMetadata posix;                  // from the last HEAD or GET with metadata
-  s3::UserMetadata user_metadata;       // all of it, kept when the content is rewritten
+  PosixMetadata posix;             // from the last HEAD or GET with metadata
+  s3::UserMetadata user_metadata;  // all of it, kept when the content is rewritten
   std::string content_type;
   bool metadata_loaded = false;         // a HEAD has read the object's user metadata
   std::string symlink_target;           // loaded by readlink

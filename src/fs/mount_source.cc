@@ -33,9 +33,11 @@ Result<MountSource> parse_mount_source(const std::string& text) {
 Status check_mount_source(s3::ObjectClient& client, const MountSource& source, bool read_only) {
   auto page = client.list_objects({source.bucket, source.prefix, "/", "", "", 1});
   if (!page) return std::unexpected(page.error());
-  if (read_only && !source.prefix.empty() && page->objects.empty() && page->common_prefixes.empty()) {
-    return fail(ErrorCode::kNotFound, "s3://" + source.bucket + "/" + source.prefix +
-                                          " holds no objects: nothing to mount read-only (check the prefix)");
+  if (read_only && !source.prefix.empty() && page->objects.empty() &&
+      page->common_prefixes.empty()) {
+    return fail(ErrorCode::kNotFound,
+                "s3://" + source.bucket + "/" + source.prefix +
+                    " holds no objects: nothing to mount read-only (check the prefix)");
   }
   return {};
 }

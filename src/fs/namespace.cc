@@ -216,6 +216,10 @@ Status FileSystem::list_directory(Ino dir_ino) {
     seen.insert(name);
     auto existing = dir->children.find(name);
     if (existing == dir->children.end() && !first && !options_.import.new_objects) continue;
+    if (existing != dir->children.end() &&
+        (inodes_[existing->second]->staged || inodes_[existing->second]->local_only)) {
+      continue;  // written here: a prefix of that name made elsewhere does not replace it
+    }
     Ino ino = child_ino(*dir, name, p, S_IFDIR);
     inodes_[ino]->validated = now;
   }
@@ -239,8 +243,8 @@ Status FileSystem::list_directory(Ino dir_ino) {
     }
     seen.insert(name);
     auto existing = dir->children.find(name);
-    if (existing != dir->children.end() && (inodes_[existing->second]->staged ||
-                                            inodes_[existing->second]->local_only)) {
+    if (existing != dir->children.end() &&
+        (inodes_[existing->second]->staged || inodes_[existing->second]->local_only)) {
       continue;  // written here: this mount's copy is the file until it is exported
     }
     if (existing == dir->children.end()) {
@@ -299,7 +303,8 @@ Status FileSystem::revalidate(Ino parent, const std::string& name) {
     Inode* dir = find(parent);
     if (!dir) return fail(ErrorCode::kStale, "the directory vanished");
     auto it = dir->children.find(name);
-    if (it != dir->children.end() && (inodes_[it->second]->staged || inodes_[it->second]->local_only)) {
+    if (it != dir->children.end() &&
+        (inodes_[it->second]->staged || inodes_[it->second]->local_only)) {
       inodes_[it->second]->validated = SteadyClock::now();
       return {};  // written here: S3's view does not replace it
     }
@@ -312,8 +317,7 @@ Status FileSystem::revalidate(Ino parent, const std::string& name) {
   metrics_.count_request("ListObjectsV2");
   auto listing = client_.list_objects({options_.bucket, key + "/", "", "", "", 1});
   if (!listing) return std::unexpected(listing.error());
-  const bool is_dir =
-      !hide_dir && (!listing->objects.empty() || !listing->common_prefixes.empty());
+  const bool is_dir = !hide_dir && (!listing->objects.empty() || !listing->common_prefixes.empty());
   std::optional<s3::ObjectInfo> head;
   if (!is_dir && !hide_file) {
     metrics_.count_request("HeadObject");
@@ -433,8 +437,7 @@ Result<Attr> FileSystem::getattr(Ino ino) {
     if (!n) return fail(ErrorCode::kStale, "stale inode");
     // A detached inode (deleted or superseded while open) has nothing to revalidate:
     // it answers with what it last knew, so fstat of an open file keeps working.
-    if (n->type == S_IFDIR || fresh(n->validated) || !attached(*n) || n->staged ||
-        n->local_only) {
+    if (n->type == S_IFDIR || fresh(n->validated) || !attached(*n) || n->staged || n->local_only) {
       return attr_of(*n);
     }
     parent = n->parent;

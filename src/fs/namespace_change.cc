@@ -16,12 +16,6 @@ namespace nacre::fs {
 
 namespace {
 
-int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 Status check_new_name(const std::string& name) {
   if (name.size() > kMaxNameLength) return fail(ErrorCode::kNameTooLong, "name over 255 bytes");
   if (!is_valid_name(name) || !is_utf8(name)) {
@@ -41,6 +35,19 @@ PosixMetadata new_posix(mode_t mode, const Caller& caller) {
 
 }  // namespace
 
+Status FileSystem::check_absent(Ino parent, const std::string& name) {
+  // The kernel asks only after its own lookup said the name is absent, but the
+  // TTL may hide an object made elsewhere since: look again (a fresh listing or
+  // negative entry answers without a request) rather than overwrite it.
+  auto existing = lookup(parent, name);
+  if (existing) {
+    forget(existing->ino, 1);
+    return fail(ErrorCode::kExists, "the name exists");
+  }
+  if (existing.error().code != ErrorCode::kNotFound) return std::unexpected(existing.error());
+  return {};
+}
+
 Status FileSystem::link() const {
   return fail(ErrorCode::kNotSupported, "hard links are not supported on S3");
 }
@@ -53,6 +60,7 @@ Result<Attr> FileSystem::mkdir(Ino parent, const std::string& name, mode_t mode,
                                const Caller& caller) {
   if (Status st = writable(); !st) return std::unexpected(st.error());
   if (Status st = check_new_name(name); !st) return std::unexpected(st.error());
+  if (Status st = check_absent(parent, name); !st) return std::unexpected(st.error());
   std::string key;
   {
     std::lock_guard lock(mu_);
@@ -93,6 +101,7 @@ Result<Attr> FileSystem::symlink(Ino parent, const std::string& name, const std:
   if (target.empty() || target.size() >= 4096) {
     return fail(ErrorCode::kNameTooLong, "symlink targets are 1 to 4095 bytes");
   }
+  if (Status st = check_absent(parent, name); !st) return std::unexpected(st.error());
   std::string key;
   {
     std::lock_guard lock(mu_);
@@ -109,8 +118,7 @@ Result<Attr> FileSystem::symlink(Ino parent, const std::string& name, const std:
     s3::UserMetadata meta;
     encode_posix_metadata(posix, meta);
     metrics_.count_request("PutObject");
-    auto put =
-        client_.put_object({options_.bucket, key, s3::Body::from_memory(target), meta, ""});
+    auto put = client_.put_object({options_.bucket, key, s3::Body::from_memory(target), meta, ""});
     if (!put) return std::unexpected(put.error());
     etag = *put;
   }
@@ -177,11 +185,20 @@ Status FileSystem::unlink(Ino parent, const std::string& name) {
   if (staged) {
     // Open handles keep writing to it, as to an unlinked file; it is never
     // exported, and a crash from here on does not bring it back.
-    std::lock_guard sl(staged->mu);
-    staged->unlinked = true;
-    if (Status st = staged->store.remove(staged->manifest.id); !st) {
-      spdlog::warn("staging: {}", st.error().describe());
+    std::string upload_id, upload_key;
+    {
+      std::lock_guard sl(staged->mu);
+      staged->unlinked = true;
+      upload_id = staged->manifest.upload_id;
+      upload_key = staged->manifest.upload_key.empty() ? key : staged->manifest.upload_key;
+      if (Status st = staged->store.remove(staged->manifest.id); !st) {
+        spdlog::warn("staging: {}", st.error().describe());
+      }
     }
+    // Nothing will complete its streamed upload: abort it (best effort; parts
+    // still in flight fail against the aborted upload).
+    if (!upload_id.empty())
+      (void)client_.abort_multipart_upload(options_.bucket, upload_key, upload_id);
   }
   io = {};
   std::lock_guard lock(mu_);
@@ -226,6 +243,16 @@ Status FileSystem::rmdir(Ino parent, const std::string& name) {
     if (!n->children.empty()) return fail(ErrorCode::kNotEmpty, "directory not empty");
     local_only = n->local_only;
   }
+  if (!local_only && options_.export_policy.deleted) {
+    // The view may leave out objects (an import policy without NEW, hidden
+    // names): S3 decides whether anything but the marker is left.
+    metrics_.count_request("ListObjectsV2");
+    auto page = client_.list_objects({options_.bucket, key, "", "", "", 2});
+    if (!page) return std::unexpected(page.error());
+    for (const auto& o : page->objects) {
+      if (o.key != key) return fail(ErrorCode::kNotEmpty, "directory not empty (in S3)");
+    }
+  }
   if (!local_only) {
     if (options_.export_policy.deleted) {
       metrics_.count_request("DeleteObject");
@@ -265,8 +292,8 @@ void FileSystem::rekey(Ino ino, const std::string& from, const std::string& to) 
   for (const auto& [child_name, child] : n->children) rekey(child, from, to);
 }
 
-Status FileSystem::move_file(Ino ino, const std::string& from, const std::string& to,
-                             uint64_t size, const std::string& etag) {
+Result<std::string> FileSystem::move_file(Ino ino, const std::string& from, const std::string& to,
+                                          uint64_t size, const std::string& etag) {
   std::shared_ptr<Staged> s;
   {
     std::lock_guard lock(mu_);
@@ -277,10 +304,10 @@ Status FileSystem::move_file(Ino ino, const std::string& from, const std::string
     if (s->dirty() || s->manifest.base_etag.empty()) {
       // Not in S3 as it is now: it goes to the new key at its export (rekey);
       // only the old object, if any, is deleted here.
-      return {};
+      return std::string();
     }
   }
-  if (etag.empty()) return {};  // local only
+  if (etag.empty()) return std::string();  // local only
   s3::CopyObjectRequest req;
   req.source_bucket = req.bucket = options_.bucket;
   req.source_key = from;
@@ -294,7 +321,7 @@ Status FileSystem::move_file(Ino ino, const std::string& from, const std::string
     n->etag = *copied;
     n->last_open_etag = *copied;
   }
-  return {};
+  return *copied;
 }
 
 Status FileSystem::move_directory(const std::string& from, const std::string& to) {
@@ -401,6 +428,20 @@ Status FileSystem::rename(Ino parent, const std::string& name, Ino new_parent,
   } else if (dst_staged) {
     dst_io.lock();
   }
+  // The object the target name holds in S3 (none if only staged or local): a
+  // staged source replaces it at its export, and must delete it if unlinked first.
+  std::string target_s3_etag;
+  {
+    std::lock_guard lock(mu_);
+    if (Inode* t = target ? find(target) : nullptr; t && !t->local_only) {
+      target_s3_etag = t->etag;
+      if (t->staged) {
+        std::lock_guard sl(t->staged->mu);
+        target_s3_etag = t->staged->manifest.base_etag;
+      }
+    }
+  }
+  std::string copied_etag;
   if (type == S_IFDIR) {
     if (target != 0) {
       if (Status st = list_directory(target); !st) return st;
@@ -411,7 +452,9 @@ Status FileSystem::rename(Ino parent, const std::string& name, Ino new_parent,
     }
     if (Status st = move_directory(from, to); !st) return st;
   } else {
-    if (Status st = move_file(ino, from, to, size, etag); !st) return st;
+    auto moved = move_file(ino, from, to, size, etag);
+    if (!moved) return std::unexpected(moved.error());
+    copied_etag = *moved;
     if (!etag.empty()) {
       metrics_.count_request("DeleteObject");
       if (Status st = client_.delete_object(options_.bucket, from); !st) return st;
@@ -453,8 +496,12 @@ Status FileSystem::rename(Ino parent, const std::string& name, Ino new_parent,
     new_dir->negative.erase(new_name);
     if (n->staged) {
       std::lock_guard sl(n->staged->mu);
+      // What S3 holds at the new key now: the copy, or the replaced target's object.
+      n->staged->manifest.base_etag = copied_etag.empty() ? target_s3_etag : copied_etag;
+      if (Status st = n->staged->store.save(n->staged->manifest); !st) {
+        spdlog::error("staging: {}", st.error().describe());
+      }
       if (n->staged->writers == 0 && n->staged->dirty()) to_export = n->staged;
-      if (!etag.empty()) n->staged->manifest.base_etag = etag;
     }
   }
   src_io = {};

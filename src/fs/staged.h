@@ -4,13 +4,14 @@
 // shared by every handle of it. Included only by the fs core's own .cc files.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <functional>
 #include <mutex>
-#include <thread>
 #include <shared_mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "fs/file_system.h"
@@ -41,11 +42,11 @@ struct FileSystem::Staged {
   // Fields below GUARDED_BY(mu).
   staging::Manifest manifest;  // key: where the file goes; base_etag: its S3 version
   uint64_t size = 0;
-  PosixMetadata posix;        // published with the content
-  uint64_t generation = 1;    // bumps with every change of content or metadata
-  uint64_t exported = 0;      // the generation S3 has (0: none)
-  int writers = 0;            // open handles that may write
-  bool unlinked = false;      // the name went away: never exported again
+  PosixMetadata posix;         // published with the content
+  uint64_t generation = 1;     // bumps with every change of content or metadata
+  uint64_t exported = 0;       // the generation S3 has (0: none)
+  int writers = 0;             // open handles that may write
+  bool unlinked = false;       // the name went away: never exported again
   bool retry_pending = false;  // in the exporter's retry list
   std::string last_error;
 
@@ -53,7 +54,7 @@ struct FileSystem::Staged {
   // numbered from 1 and cover [0, streamed) without gaps; a write below
   // `streamed` (or a truncate, a rename) breaks it and the export starts over.
   bool creating_upload = false;
-  bool exporting = false;  // an export owns the upload: no new streamed parts
+  bool exporting = false;            // an export owns the upload: no new streamed parts
   s3::UserMetadata upload_metadata;  // what the streamed upload was created with
   bool times_set = false;            // utimens since the upload started
   std::vector<s3::CompletedPart> parts;
@@ -62,6 +63,8 @@ struct FileSystem::Staged {
   bool stream_broken = false;
   std::optional<Error> stream_error;
   bool last_write_sequential = false;
+  // Only a file written from offset 0 on (new, or emptied) streams its parts.
+  bool streamable = true;
 
   bool dirty() const { return exported != generation; }
 };
@@ -85,11 +88,25 @@ struct FileSystem::Exporter {
   FileSystem& fs;
   std::mutex mu;
   std::condition_variable_any wake;
-  std::deque<std::function<void()>> tasks;           // GUARDED_BY(mu)
-  bool stopped = false;                              // GUARDED_BY(mu)
+  std::deque<std::function<void()>> tasks;  // GUARDED_BY(mu)
+  bool stopped = false;                     // GUARDED_BY(mu)
   size_t retrying = 0;  // taken off retry_list by the retry thread, not done yet
+  bool kick = false;    // GUARDED_BY(mu): retry now
   std::vector<std::shared_ptr<Staged>> retry_list;  // GUARDED_BY(mu)
-  std::vector<std::jthread> threads;                 // last: stop and join first
+  std::vector<std::jthread> threads;                // last: stop and join first
 };
+
+// Helpers of the write path's files (write_path.cc, export.cc, namespace_change.cc).
+inline int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// `other` with the FSx POSIX headers of `posix` put in.
+inline s3::UserMetadata metadata_of(const PosixMetadata& posix, s3::UserMetadata other) {
+  encode_posix_metadata(posix, other);
+  return other;
+}
 
 }  // namespace nacre::fs

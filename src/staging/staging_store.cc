@@ -43,6 +43,8 @@ std::string encode_manifest(const Manifest& m) {
                       {"complete", m.complete},
                       {"write_failed", m.write_failed},
                       {"upload_id", m.upload_id},
+                      {"upload_key", m.upload_key},
+                      {"modified", m.modified},
                       {"metadata", m.metadata},
                       {"content_type", m.content_type},
                       {"staged_at_ns", m.staged_at_ns}};
@@ -66,6 +68,8 @@ Result<Manifest> decode_manifest(const std::string& text) {
     m.complete = j.at("complete").get<bool>();
     m.write_failed = j.value("write_failed", false);
     m.upload_id = j.at("upload_id").get<std::string>();
+    m.upload_key = j.value("upload_key", m.key);
+    m.modified = j.value("modified", true);
     m.metadata = j.at("metadata").get<s3::UserMetadata>();
     m.content_type = j.value("content_type", std::string());
     m.staged_at_ns = j.value("staged_at_ns", int64_t{0});

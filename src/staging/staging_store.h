@@ -41,7 +41,11 @@ struct Manifest {
   // restart, only reported.
   bool complete = false;
   bool write_failed = false;
-  std::string upload_id;  // a multipart upload in flight; empty: none
+  std::string upload_id;   // a multipart upload in flight; empty: none
+  std::string upload_key;  // the key it was started for (a rename may change `key`)
+  // Changed since it was staged (written, truncated, or a new file): a file
+  // staged as a copy of its object and left unchanged has nothing to export.
+  bool modified = true;
   s3::UserMetadata metadata;
   std::string content_type;
   int64_t staged_at_ns = 0;  // when the file was first staged (wall clock)

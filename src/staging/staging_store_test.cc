@@ -21,8 +21,19 @@ class StagingStoreTest : public ::testing::Test {
 };
 
 TEST(ManifestCodec, RoundTripsEveryField) {
-  Manifest m{"0123456789abcdef0123456789abcdef", "b", "dir/k", "etag1", true, true, "up-1",
-             {{"file-mode", "0100644"}}, "text/plain", 42};
+  Manifest m;
+  m.id = "0123456789abcdef0123456789abcdef";
+  m.bucket = "b";
+  m.key = "dir/k";
+  m.base_etag = "etag1";
+  m.complete = true;
+  m.write_failed = true;
+  m.upload_id = "up-1";
+  m.upload_key = "old/k";
+  m.modified = true;
+  m.metadata = {{"file-mode", "0100644"}};
+  m.content_type = "text/plain";
+  m.staged_at_ns = 42;
   auto back = decode_manifest(encode_manifest(m));
   ASSERT_TRUE(back) << back.error().describe();
   EXPECT_EQ(back->id, m.id);
@@ -31,6 +42,8 @@ TEST(ManifestCodec, RoundTripsEveryField) {
   EXPECT_TRUE(back->complete);
   EXPECT_TRUE(back->write_failed);
   EXPECT_EQ(back->upload_id, "up-1");
+  EXPECT_EQ(back->upload_key, "old/k");
+  EXPECT_TRUE(back->modified);
   EXPECT_EQ(back->metadata.at("file-mode"), "0100644");
   EXPECT_EQ(back->content_type, "text/plain");
   EXPECT_EQ(back->staged_at_ns, 42);
