@@ -241,8 +241,14 @@ Status FileSystem::start_write_path() {
     auto s = std::make_shared<Staged>(*options_.staging, m, *fd, 0);
     s->size = static_cast<uint64_t>(st.st_size);
     s->posix = decode_posix_metadata(m.metadata);
+    s->streamable = false;  // its bytes are there already: one upload
     {
       std::lock_guard lock(mu_);
+      // Oldest first: a newer staged file of the same key supersedes an older one.
+      if (auto older = recovered_[m.key].lock()) {
+        std::lock_guard sl(older->mu);
+        older->unlinked = true;
+      }
       recovered_[m.key] = s;
     }
     exporter_->retry_later(s);
@@ -267,8 +273,8 @@ void FileSystem::stream_parts(const std::shared_ptr<Staged>& s) {
   if (!exporter_) return;
   const uint64_t base = std::max(options_.part_size, s3::kMinPartSize);
   std::unique_lock sl(s->mu);
-  if (!s->streamable || s->stream_broken || s->stream_error || s->unlinked || s->exporting ||
-      !may_export(*s)) {
+  if (!s->streamable || s->manifest.write_failed || s->stream_broken || s->stream_error ||
+      s->unlinked || s->exporting || !may_export(*s)) {
     return;
   }
   // Only files of two parts or more are streamed (smaller ones are one PUT).
@@ -286,20 +292,27 @@ void FileSystem::stream_parts(const std::shared_ptr<Staged>& s) {
         return {};
       });
       if (!asked) id = std::unexpected(asked.error());
+      bool orphan = false;
       {
         std::lock_guard l(s->mu);
         s->creating_upload = false;
         if (!id) {
           s->stream_error = id.error();
+        } else if (s->unlinked || s->manifest.key != key) {
+          // Unlinked or renamed meanwhile: nobody will complete this upload.
+          orphan = true;
+          s->stream_broken = true;
         } else {
           s->manifest.upload_id = *id;
           s->manifest.upload_key = key;
           s->upload_metadata = meta;
           // Recorded before any part is sent: a crash leaves an upload to abort.
-          if (Status st = s->store.save(s->manifest); !st) s->stream_error = st.error();
+          Status st = no_throw("save", [&] { return s->store.save(s->manifest); });
+          if (!st) s->stream_error = st.error();
         }
         s->parts_done.notify_all();
       }
+      if (orphan) (void)client_.abort_multipart_upload(options_.bucket, key, *id);
       stream_parts(s);
     });
     return;
@@ -351,6 +364,12 @@ Status FileSystem::export_staged(const std::shared_ptr<Staged>& s) {
     return fail(ErrorCode::kNoSpace,
                 "a write to the staging file failed (disk full?): the file is kept staged, not "
                 "exported; write it again");
+  }
+  if (s->writers == 0 && !s->manifest.complete) {
+    // Exported with no writer (truncate(2), a rename, the last release): what it
+    // holds is what was meant, also for a recovery if this export fails.
+    s->manifest.complete = true;
+    if (Status saved = s->store.save(s->manifest); !saved) return saved;
   }
   if (!may_export(*s)) {
     spdlog::info("s3://{}/{} stays on this node (export policy)", options_.bucket, s->manifest.key);
@@ -469,6 +488,19 @@ Status FileSystem::export_staged(const std::shared_ptr<Staged>& s) {
                   s->last_error);
     metrics_.count_error("Export", std::string(to_string(etag.error().code)));
     return std::unexpected(etag.error());
+  }
+  if (s->manifest.key != key) {
+    // A directory rename moved the file while its bytes went to the old key:
+    // that object is a stray (the rename's copy and delete may have missed it),
+    // and the file is exported again under its new key.
+    sl.unlock();
+    io.unlock();
+    metrics_.count_request("DeleteObject");
+    if (Status st = client_.delete_object(options_.bucket, key); !st) {
+      spdlog::warn("cannot delete s3://{}/{} left by a rename: {}", options_.bucket, key,
+                   st.error().describe());
+    }
+    return export_staged(s);
   }
   s->exported = generation;
   s->streamable = false;  // more writes change a published file: one upload at close

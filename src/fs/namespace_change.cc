@@ -149,10 +149,11 @@ Status FileSystem::unlink(Ino parent, const std::string& name) {
     if (!dir) return std::unexpected(dir.error());
     auto it = (*dir)->children.find(name);
     if (it == (*dir)->children.end()) return fail(ErrorCode::kNotFound, "no such file");
-    if (inodes_[it->second]->type == S_IFDIR) {
-      return fail(ErrorCode::kIsADirectory, "is a directory");
-    }
-    staged = inodes_[it->second]->staged;
+    Inode& n = *inodes_[it->second];
+    if (n.type == S_IFDIR) return fail(ErrorCode::kIsADirectory, "is a directory");
+    // A recovered file of that name not exported yet goes with it.
+    if (!n.staged) n.staged = adopt_recovered(n.key, n.ino);
+    staged = n.staged;
   }
   // An export in progress finishes first, and none starts after: a deleted file
   // never reappears in S3 because its close raced with the unlink.
@@ -433,6 +434,20 @@ Status FileSystem::rename(Ino parent, const std::string& name, Ino new_parent,
   std::string target_s3_etag;
   {
     std::lock_guard lock(mu_);
+    // Re-read now that no export can change them: what S3 holds for the source
+    // (a staged file's base version, not the inode's last listing) and its size.
+    Inode* n = find(ino);
+    if (!n || n->staged != src_staged ||
+        (target && (!find(target) || find(target)->staged != dst_staged))) {
+      return fail(ErrorCode::kStale, "the file changed during the rename; try again");
+    }
+    etag = n->local_only ? std::string() : n->etag;
+    size = n->size;
+    if (src_staged) {
+      std::lock_guard sl(src_staged->mu);
+      etag = src_staged->manifest.base_etag;
+      if (!src_staged->dirty()) size = src_staged->size;
+    }
     if (Inode* t = target ? find(target) : nullptr; t && !t->local_only) {
       target_s3_etag = t->etag;
       if (t->staged) {
@@ -498,6 +513,7 @@ Status FileSystem::rename(Ino parent, const std::string& name, Ino new_parent,
       std::lock_guard sl(n->staged->mu);
       // What S3 holds at the new key now: the copy, or the replaced target's object.
       n->staged->manifest.base_etag = copied_etag.empty() ? target_s3_etag : copied_etag;
+      if (copied_etag.empty()) n->staged->manifest.modified = true;  // S3 lacks it
       if (Status st = n->staged->store.save(n->staged->manifest); !st) {
         spdlog::error("staging: {}", st.error().describe());
       }

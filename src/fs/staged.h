@@ -67,6 +67,13 @@ struct FileSystem::Staged {
   bool streamable = true;
 
   bool dirty() const { return exported != generation; }
+  // Records in the manifest that the file differs from its object, so a
+  // recovery exports it rather than drop it as an unchanged copy. Under mu.
+  Status note_modified() {
+    if (manifest.modified || unlinked) return {};
+    manifest.modified = true;
+    return store.save(manifest);
+  }
 };
 
 // The write path's threads: workers that upload streamed parts, and one that

@@ -127,6 +127,14 @@ Result<std::shared_ptr<FileSystem::Staged>> FileSystem::stage(Ino ino, bool trun
   }
   {
     std::lock_guard sl(s->mu);
+    if (truncate) {
+      // Emptying a file is a change even if nothing is written after it.
+      s->manifest.modified = true;
+      if (Status saved = s->store.save(s->manifest); !saved) {
+        s->unlinked = true;
+        return std::unexpected(saved.error());
+      }
+    }
     s->size = truncate ? 0 : v.size;
     // Staged from S3 and unchanged: nothing to export until a write.
     if (!truncate) s->exported = s->generation;
@@ -134,28 +142,33 @@ Result<std::shared_ptr<FileSystem::Staged>> FileSystem::stage(Ino ino, bool trun
     // would make the first append wait for the whole file's upload.
     if (!truncate && v.size > 0) s->streamable = false;
   }
-  std::lock_guard lock(mu_);
-  Inode* n = find(ino);
-  if (!n) {
-    std::lock_guard sl(s->mu);
-    s->unlinked = true;
-    return fail(ErrorCode::kStale, "the file went away while it was staged");
-  }
-  if (n->staged) {  // a concurrent open staged it first: use that one
+  std::shared_ptr<Staged> winner;
+  {
+    std::lock_guard lock(mu_);
+    Inode* n = find(ino);
+    // Unlinked or renamed while the copy ran: the copy is not this name's file
+    // (installed, it would be exported under a name that went away).
+    if (!n || !attached(*n) || n->key != v.key) {
+      std::lock_guard sl(s->mu);
+      s->unlinked = true;
+      return fail(ErrorCode::kStale, "the file went away or moved while it was staged");
+    }
+    if (!n->staged) {
+      n->staged = s;
+      if (created) *created = true;
+      return s;
+    }
+    // A concurrent open staged it first: use that one.
     {
       std::lock_guard sl(s->mu);
       s->unlinked = true;
     }
-    auto winner = n->staged;
-    mu_.unlock();
-    Status st = truncate ? truncate_staged(*winner, 0) : Status{};
-    mu_.lock();
-    if (!st) return std::unexpected(st.error());
-    return winner;
+    winner = n->staged;
   }
-  n->staged = s;
-  if (created) *created = true;
-  return s;
+  if (truncate) {
+    if (Status st = truncate_staged(*winner, 0); !st) return std::unexpected(st.error());
+  }
+  return winner;
 }
 
 Status FileSystem::truncate_staged(Staged& s, uint64_t size) {
@@ -174,7 +187,7 @@ Status FileSystem::truncate_staged(Staged& s, uint64_t size) {
     s.manifest.write_failed = false;
     s.streamable = true;  // written from 0 again
   }
-  if (!s.manifest.modified) {
+  if (!s.manifest.modified && !s.unlinked) {
     s.manifest.modified = true;
     if (Status saved = s.store.save(s.manifest); !saved) return saved;
   }
@@ -246,43 +259,51 @@ Result<std::pair<Attr, OpenResult>> FileSystem::create(Ino parent, const std::st
   posix.mtime_ns = posix.atime_ns = now_ns();
   auto s = new_staged(0, key, "", posix);
   if (!s) return std::unexpected(s.error());
-  std::lock_guard lock(mu_);
-  auto dir = find_dir(parent);
-  if (!dir) return std::unexpected(dir.error());
-  if ((*dir)->children.contains(name)) {
-    std::lock_guard sl((*s)->mu);
-    (*s)->unlinked = true;
-    return fail(ErrorCode::kExists, "the file was created concurrently");
-  }
-  deleted_locally_.erase(key);
-  Ino ino = child_ino(**dir, name, key, S_IFREG);
-  Inode& n = *inodes_[ino];
-  std::shared_ptr<Staged> staged = *s;
-  staged->ino = ino;
-  if (auto old = adopt_recovered(key, 0)) {
-    // A recovered file of that name is replaced by this new one: never exported.
-    std::lock_guard sl(old->mu);
-    old->unlinked = true;
-  }
-  {
-    std::lock_guard sl(staged->mu);
-    staged->writers = 1;
-  }
-  n.staged = staged;
-  n.posix = posix;
-  n.metadata_loaded = true;
-  n.etag.clear();
-  n.size = 0;
-  n.validated = SteadyClock::now();
-  n.lookups++;
-  n.open_handles++;
-  auto handle =
-      std::make_shared<Handle>(ino, cache::ObjectVersion{options_.bucket, key, "", 0}, options_);
-  handle->staged = staged;
-  handle->writable = true;
-  uint64_t fh = next_fh_++;
-  handles_[fh] = std::move(handle);
-  return std::pair{attr_of(n), OpenResult{fh, false}};
+  std::shared_ptr<Staged> replaced;
+  auto made = [&]() -> Result<std::pair<Attr, OpenResult>> {
+    std::lock_guard lock(mu_);
+    auto dir = find_dir(parent);
+    if (!dir) return std::unexpected(dir.error());
+    if ((*dir)->children.contains(name)) {
+      std::lock_guard sl((*s)->mu);
+      (*s)->unlinked = true;
+      return fail(ErrorCode::kExists, "the file was created concurrently");
+    }
+    deleted_locally_.erase(key);
+    Ino ino = child_ino(**dir, name, key, S_IFREG);
+    Inode& n = *inodes_[ino];
+    std::shared_ptr<Staged> staged = *s;
+    staged->ino = ino;
+    if (auto old = adopt_recovered(key, 0)) {
+      // A recovered file of that name is replaced by this new one: never exported.
+      std::lock_guard sl(old->mu);
+      old->unlinked = true;
+      replaced = old;
+    }
+    {
+      std::lock_guard sl(staged->mu);
+      staged->writers = 1;
+    }
+    n.staged = staged;
+    n.posix = posix;
+    n.metadata_loaded = true;
+    n.etag.clear();
+    n.size = 0;
+    n.validated = SteadyClock::now();
+    n.lookups++;
+    n.open_handles++;
+    auto handle =
+        std::make_shared<Handle>(ino, cache::ObjectVersion{options_.bucket, key, "", 0}, options_);
+    handle->staged = staged;
+    handle->writable = true;
+    uint64_t fh = next_fh_++;
+    handles_[fh] = std::move(handle);
+    return std::pair{attr_of(n), OpenResult{fh, false}};
+  }();
+  // An export of the replaced recovered file still in progress ends before the
+  // new file can be written (and exported): S3 never ends with the older one.
+  if (replaced) std::unique_lock wait(replaced->io);
+  return made;
 }
 
 Result<std::shared_ptr<FileSystem::Staged>> FileSystem::staged_for_writing(uint64_t fh) {
@@ -298,51 +319,68 @@ Result<size_t> FileSystem::write(uint64_t fh, uint64_t offset, std::string_view 
   if (!found) return std::unexpected(found.error());
   std::shared_ptr<Staged> s = std::move(*found);
   if (Status st = check_size(offset + data.size()); !st) return std::unexpected(st.error());
-  bool sequential;
+  bool sequential = false;
+  std::pair<std::string, std::string> abort_upload;  // key, upload id
+  Status failed;
   {
     std::shared_lock io(s->io);
-    Status st = cache::io::pwrite_full(s->fd, data, offset, "write to the staging file");
+    failed = cache::io::pwrite_full(s->fd, data, offset, "write to the staging file");
     std::lock_guard sl(s->mu);
-    bool first_change = !s->dirty() || s->manifest.complete;
-    if (!st) {
+    if (!failed) {
       // The file now lacks bytes its writer meant it to have: never exported as it
-      // is, and its streamed upload will never be completed.
-      if (!s->manifest.upload_id.empty() && exporter_) {
+      // is, and its streamed upload will never be completed (aborted below).
+      if (s->unlinked) return std::unexpected(failed.error());
+      if (!s->manifest.upload_id.empty()) {
         s->stream_broken = true;
-        exporter_->submit(
-            [this, bucket = options_.bucket,
-             key = s->manifest.upload_key.empty() ? s->manifest.key : s->manifest.upload_key,
-             id = s->manifest.upload_id] {
-              (void)client_.abort_multipart_upload(bucket, key, id);
-            });
-        s->manifest.upload_id.clear();
-        s->manifest.upload_key.clear();
+        abort_upload = {s->manifest.upload_key.empty() ? s->manifest.key : s->manifest.upload_key,
+                        s->manifest.upload_id};
       }
       s->manifest.write_failed = true;
       s->manifest.complete = false;
       if (Status saved = s->store.save(s->manifest); !saved) {
         spdlog::error("staging: {}", saved.error().describe());
       }
-      return std::unexpected(st.error());
-    }
-    s->size = std::max(s->size, offset + data.size());
-    s->generation++;
-    metrics_.written_bytes += data.size();
-    s->posix.mtime_ns = now_ns();
-    if (offset < s->streamed) s->stream_broken = true;
-    sequential = offset + data.size() == s->size;
-    s->last_write_sequential = sequential;
-    if (first_change || !s->manifest.modified) {
-      // A crash from here on leaves a file its writer had not closed: kept, not exported.
-      s->manifest.complete = false;
-      s->manifest.modified = true;
-      if (Status saved = s->store.save(s->manifest); !saved) {
-        // The manifest on disk may still say "closed": these bytes must never be
-        // exported by a recovery as if they were.
-        s->manifest.write_failed = true;
-        return std::unexpected(saved.error());
+    } else {
+      const bool first_change = !s->dirty() || s->manifest.complete || !s->manifest.modified;
+      s->size = std::max(s->size, offset + data.size());
+      s->generation++;
+      metrics_.written_bytes += data.size();
+      s->posix.mtime_ns = now_ns();
+      if (offset < s->streamed) s->stream_broken = true;
+      sequential = offset + data.size() == s->size;
+      s->last_write_sequential = sequential;
+      if (first_change && !s->unlinked) {
+        // A crash from here on leaves a file its writer had not closed: kept, not
+        // exported.
+        s->manifest.complete = false;
+        s->manifest.modified = true;
+        if (Status saved = s->store.save(s->manifest); !saved) {
+          // The manifest on disk may still say "closed": these bytes must never be
+          // exported by a recovery as if they were.
+          s->manifest.write_failed = true;
+          return std::unexpected(saved.error());
+        }
       }
     }
+  }
+  if (!failed) {
+    // Unlocked: a stopping exporter runs the task in this thread. The manifest
+    // keeps the id until the abort succeeded (else recovery aborts it).
+    if (!abort_upload.second.empty() && exporter_) {
+      exporter_->submit([this, s, abort_upload] {
+        if (!client_.abort_multipart_upload(options_.bucket, abort_upload.first,
+                                            abort_upload.second)) {
+          return;
+        }
+        std::lock_guard l(s->mu);
+        if (s->manifest.upload_id == abort_upload.second) {
+          s->manifest.upload_id.clear();
+          s->manifest.upload_key.clear();
+          if (!s->unlinked) (void)s->store.save(s->manifest);
+        }
+      });
+    }
+    return std::unexpected(failed.error());
   }
   if (sequential && exporter_) {
     stream_parts(s);
@@ -376,6 +414,8 @@ Status FileSystem::fallocate(uint64_t fh, int mode, uint64_t offset, uint64_t le
   if (!(mode & FALLOC_FL_KEEP_SIZE) && offset + length > s->size) {
     s->size = offset + length;
     s->generation++;
+    s->posix.mtime_ns = now_ns();
+    return s->note_modified();
   }
   return {};
 }
@@ -432,6 +472,12 @@ Result<Attr> FileSystem::setattr(Ino ino, const SetAttr& change, std::optional<u
       s->posix = posix;
       s->generation++;
       if (change.atime || change.mtime) s->times_set = true;
+      // Also for a recovery: the manifest publishes what the inode shows.
+      s->manifest.metadata = metadata_of(posix, s->manifest.metadata);
+      if (!s->unlinked) {
+        if (Status st = s->store.save(s->manifest); !st) return std::unexpected(st.error());
+      }
+      if (Status st = s->note_modified(); !st) return std::unexpected(st.error());
     }
   }
   if (s) {

@@ -89,7 +89,7 @@ class WritePathTest : public ::testing::Test {
     cache_ = std::move(*cache);
     pool_ = std::make_unique<FetchPool>(4);
     pool_->start();
-    o.bucket = "b";
+    o.bucket = std::string("b");
     if (o.prefix.empty()) o.prefix = "p/";
     o.uid = 1000;
     o.gid = 1000;
@@ -651,7 +651,7 @@ TEST_F(WritePathTest, StagedFilesLeftByACrashAreRecoveredAbortedAndExportedOnlyW
   auto stage_by_hand = [&](const std::string& key, const std::string& data, bool complete,
                            bool with_upload) -> staging::Manifest {
     staging::Manifest m;
-    m.bucket = "b";
+    m.bucket = std::string("b");
     m.key = key;
     m.complete = complete;
     m.metadata = {{"file-permissions", "0100600"}, {"file-owner", "77"}};
@@ -719,8 +719,8 @@ TEST_F(WritePathTest, StagedFilesLeftByACrashAreRecoveredAbortedAndExportedOnlyW
 
 TEST_F(WritePathTest, StagedFileMarkedWriteFailedIsKeptAndNeverExported) {
   staging::Manifest m;
-  m.bucket = "b";
-  m.key = "p/failed";
+  m.bucket = std::string("b");
+  m.key = std::string("p/failed");
   m.complete = true;  // even so: its write failed, its bytes are not what the writer meant
   m.write_failed = true;
   auto fd = staging_->create(m);

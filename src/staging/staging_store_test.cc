@@ -22,17 +22,17 @@ class StagingStoreTest : public ::testing::Test {
 
 TEST(ManifestCodec, RoundTripsEveryField) {
   Manifest m;
-  m.id = "0123456789abcdef0123456789abcdef";
-  m.bucket = "b";
-  m.key = "dir/k";
-  m.base_etag = "etag1";
+  m.id = std::string("0123456789abcdef0123456789abcdef");
+  m.bucket = std::string("b");
+  m.key = std::string("dir/k");
+  m.base_etag = std::string("etag1");
   m.complete = true;
   m.write_failed = true;
-  m.upload_id = "up-1";
-  m.upload_key = "old/k";
+  m.upload_id = std::string("up-1");
+  m.upload_key = std::string("old/k");
   m.modified = true;
   m.metadata = {{"file-mode", "0100644"}};
-  m.content_type = "text/plain";
+  m.content_type = std::string("text/plain");
   m.staged_at_ns = 42;
   auto back = decode_manifest(encode_manifest(m));
   ASSERT_TRUE(back) << back.error().describe();
@@ -60,8 +60,8 @@ TEST_F(StagingStoreTest, CreatedFilesAreListedAfterReopenAndRemovable) {
   auto store = StagingStore::open(dir_.string());
   ASSERT_TRUE(store) << store.error().describe();
   Manifest m;
-  m.bucket = "b";
-  m.key = "k";
+  m.bucket = std::string("b");
+  m.key = std::string("k");
   m.staged_at_ns = 1;
   auto fd = (*store)->create(m);
   ASSERT_TRUE(fd) << fd.error().describe();
