@@ -339,6 +339,9 @@ class FileSystem {
   void rekey(Ino ino, const std::string& from, const std::string& to);
   // kExists when `name` exists in `parent`, looking in S3 unless the view is fresh.
   Status check_absent(Ino parent, const std::string& name);
+  // The key a new entry `name` in `parent` gets (mkdir, symlink), after the
+  // checks every new name passes: writable mount, valid name, absent.
+  Result<std::string> new_key(Ino parent, const std::string& name);
   // Whether the name is hidden on this mount (deleted here, DELETED not exported).
   bool hidden_locally(const std::string& key) const;
 

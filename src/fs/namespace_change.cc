@@ -48,6 +48,17 @@ Status FileSystem::check_absent(Ino parent, const std::string& name) {
   return {};
 }
 
+Result<std::string> FileSystem::new_key(Ino parent, const std::string& name) {
+  if (Status st = writable(); !st) return std::unexpected(st.error());
+  if (Status st = check_new_name(name); !st) return std::unexpected(st.error());
+  if (Status st = check_absent(parent, name); !st) return std::unexpected(st.error());
+  std::lock_guard lock(mu_);
+  auto dir = find_dir(parent);
+  if (!dir) return std::unexpected(dir.error());
+  if ((*dir)->children.contains(name)) return fail(ErrorCode::kExists, "the name exists");
+  return (*dir)->key + name;
+}
+
 Status FileSystem::link() const {
   return fail(ErrorCode::kNotSupported, "hard links are not supported on S3");
 }
@@ -58,17 +69,9 @@ Status FileSystem::refuse_special() const {
 
 Result<Attr> FileSystem::mkdir(Ino parent, const std::string& name, mode_t mode,
                                const Caller& caller) {
-  if (Status st = writable(); !st) return std::unexpected(st.error());
-  if (Status st = check_new_name(name); !st) return std::unexpected(st.error());
-  if (Status st = check_absent(parent, name); !st) return std::unexpected(st.error());
-  std::string key;
-  {
-    std::lock_guard lock(mu_);
-    auto dir = find_dir(parent);
-    if (!dir) return std::unexpected(dir.error());
-    if ((*dir)->children.contains(name)) return fail(ErrorCode::kExists, "the name exists");
-    key = (*dir)->key + name + "/";
-  }
+  auto base = new_key(parent, name);
+  if (!base) return std::unexpected(base.error());
+  const std::string key = *base + "/";
   const PosixMetadata posix = new_posix(S_IFDIR | (mode & 07777), caller);
   const bool exported = options_.export_policy.new_objects;
   if (exported) {
@@ -96,20 +99,12 @@ Result<Attr> FileSystem::mkdir(Ino parent, const std::string& name, mode_t mode,
 
 Result<Attr> FileSystem::symlink(Ino parent, const std::string& name, const std::string& target,
                                  const Caller& caller) {
-  if (Status st = writable(); !st) return std::unexpected(st.error());
-  if (Status st = check_new_name(name); !st) return std::unexpected(st.error());
   if (target.empty() || target.size() >= 4096) {
     return fail(ErrorCode::kNameTooLong, "symlink targets are 1 to 4095 bytes");
   }
-  if (Status st = check_absent(parent, name); !st) return std::unexpected(st.error());
-  std::string key;
-  {
-    std::lock_guard lock(mu_);
-    auto dir = find_dir(parent);
-    if (!dir) return std::unexpected(dir.error());
-    if ((*dir)->children.contains(name)) return fail(ErrorCode::kExists, "the name exists");
-    key = (*dir)->key + name;
-  }
+  auto made = new_key(parent, name);
+  if (!made) return std::unexpected(made.error());
+  const std::string key = *made;
   // FSx's format: the body is the target, file-permissions carries S_IFLNK.
   const PosixMetadata posix = new_posix(S_IFLNK | 0777, caller);
   const bool exported = options_.export_policy.new_objects;
