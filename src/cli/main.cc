@@ -1,18 +1,20 @@
-// nacre: one binary for the S3 tools, the mount and (later) the CSI driver.
+// nacre: one binary for the S3 tools, the mount and the CSI driver.
 #include <CLI/CLI.hpp>
 
 #include "cli/cache_commands.h"
+#include "cli/csi_command.h"
 #include "cli/mount_command.h"
 #include "cli/s3_commands.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"Nacre: an S3-linked POSIX file system for model data", "nacre"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", "nacre 0.1.0");
+  app.set_version_flag("--version", std::string("nacre ") + NACRE_VERSION);
   int exit_code = 0;
   nacre::cli::add_s3_commands(app, exit_code);
   nacre::cli::add_mount_command(app, exit_code);
   nacre::cli::add_cache_commands(app, exit_code);
+  nacre::cli::add_csi_command(app, exit_code);
 
   // mount(8) runs "nacre SOURCE MOUNTPOINT -o OPTIONS" for fuse.nacre.
   std::vector<std::string> subcommands;

@@ -47,6 +47,7 @@ struct MountCommand {
   bool contain_symlinks = false;
   bool foreground = false;
   std::string metrics_address;
+  std::string pid_file;
   std::vector<std::string> o_options;
   double part_size_mib = 8;
   std::string hydrate_min_size = "64M";
@@ -221,6 +222,20 @@ struct MountCommand {
     // The user's `nacre mount` waits for the verdict of what follows: threads and the
     // metrics port can only start after the fork, and must still be able to fail it.
     if (auto d = Daemon::start(foreground, mo.mountpoint); !d) return report(d.error());
+    // The serving process's pid, for whoever supervises it (the CSI node plugin).
+    struct PidFile {
+      std::string path;
+      ~PidFile() {
+        if (!path.empty()) ::unlink(path.c_str());
+      }
+    } pid_file_guard;
+    if (!pid_file.empty()) {
+      FILE* f = std::fopen(pid_file.c_str(), "w");
+      if (!f || std::fprintf(f, "%d\n", static_cast<int>(::getpid())) < 0 || std::fclose(f) != 0) {
+        return report(Error{ErrorCode::kIo, "cannot write --pid-file " + pid_file, {}, {}, 0});
+      }
+      pid_file_guard.path = pid_file;
+    }
     pool.start();
     if (Status st = filesystem.start_write_path(); !st) return report(st.error());
     std::unique_ptr<MetricsExporter> exporter;
@@ -308,6 +323,8 @@ void add_mount_command(CLI::App& app, int& exit_code) {
   cmd->add_flag("-f,--foreground", m->foreground, "stay in the foreground, log to stderr");
   cmd->add_option("--metrics-address", m->metrics_address,
                   "serve Prometheus metrics at http://HOST:PORT/metrics");
+  cmd->add_option("--pid-file", m->pid_file,
+                  "write the serving process's pid here (removed at exit)");
   cmd->add_option("-o", m->o_options,
                   "comma-separated options as mount(8) passes them "
                   "(Nacre's own, e.g. endpoint-url=..., or FUSE's)");

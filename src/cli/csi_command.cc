@@ -1,0 +1,104 @@
+#include "cli/csi_command.h"
+
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <climits>
+#include <memory>
+
+#include "csi/server.h"
+#include "s3/s3_client.h"
+
+namespace nacre::cli {
+
+namespace {
+
+struct CsiCommand {
+  std::string endpoint;
+  std::string node_id;
+  std::string mode = "all";
+  std::string state_dir = "/var/lib/nacre/csi";
+  std::string cache_dir = "/var/cache/nacre";
+  std::string s3_endpoint_url;
+  std::string s3_region;
+  std::string ca_bundle;
+  std::string log_level = "info";
+
+  int run() {
+    spdlog::set_level(spdlog::level::from_str(log_level));
+    csi::ServerOptions o;
+    o.endpoint = endpoint;
+    o.controller = mode == "controller" || mode == "all";
+    o.node = mode == "node" || mode == "all";
+    o.version = NACRE_VERSION;
+    csi::DriverDefaults defaults{s3_endpoint_url, s3_region, ca_bundle};
+    char self[PATH_MAX] = {};
+    ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0) {
+      std::fprintf(stderr, "nacre csi: error: cannot find its own binary (/proc/self/exe)\n");
+      return 1;
+    }
+    o.node_options.node_id = node_id;
+    o.node_options.state_dir = state_dir;
+    o.node_options.cache_dir = cache_dir;
+    o.node_options.nacre_binary = std::string(self, static_cast<size_t>(n));
+    o.node_options.defaults = defaults;
+    o.controller_options.state_dir = state_dir;
+    o.controller_options.defaults = defaults;
+    o.controller_options.make_client = [](const csi::VolumeSpec& spec, const csi::Secrets& secrets)
+        -> Result<std::unique_ptr<s3::ObjectClient>> {
+      s3::S3Config config =
+          s3::S3Config::from_environment(s3::CredentialsEnvironment::from_environment());
+      if (!spec.endpoint_url.empty()) config.endpoint = spec.endpoint_url;
+      if (!spec.region.empty()) config.region = spec.region;
+      if (!secrets.empty()) {
+        config.credentials = s3::Credentials{secrets.access_key_id, secrets.secret_access_key,
+                                             secrets.session_token, std::nullopt,
+                                             "provisioner secrets"};
+      }
+      config.addressing = spec.addressing_style == "virtual" ? s3::Addressing::kVirtual
+                          : spec.addressing_style == "path"  ? s3::Addressing::kPath
+                                                             : s3::Addressing::kAuto;
+      config.retry.max_attempts = 3;  // the CO retries too; answer in bounded time
+      auto client = s3::S3Client::create(std::move(config));
+      if (!client) return std::unexpected(client.error());
+      return std::unique_ptr<s3::ObjectClient>(std::move(*client));
+    };
+    if (auto st = csi::run_server(o); !st) {
+      std::fprintf(stderr, "nacre csi: error: %s\n", st.error().describe().c_str());
+      return 1;
+    }
+    return 0;
+  }
+};
+
+}  // namespace
+
+void add_csi_command(CLI::App& app, int& exit_code) {
+  auto c = std::make_shared<CsiCommand>();
+  CLI::App* cmd = app.add_subcommand(
+      "csi",
+      "Run the Kubernetes CSI driver (nacre.csi.dev) on a unix socket: controller "
+      "(CreateVolume/DeleteVolume), node plugin (stage/publish mounts) or both");
+  cmd->add_option("--endpoint", c->endpoint, "gRPC socket, unix:///csi/csi.sock")->required();
+  cmd->add_option("--node-id", c->node_id, "this node's name (NodeGetInfo)")->required();
+  cmd->add_option("--mode", c->mode, "controller, node or all")
+      ->check(CLI::IsMember({"controller", "node", "all"}))
+      ->capture_default_str();
+  cmd->add_option("--state-dir", c->state_dir,
+                  "the driver's records (volumes, mounts, per-mount credentials, mode 0700)")
+      ->capture_default_str();
+  cmd->add_option("--cache-dir", c->cache_dir,
+                  "node cache root: each mount caches in a directory under it")
+      ->capture_default_str();
+  cmd->add_option("--s3-endpoint-url", c->s3_endpoint_url,
+                  "S3 endpoint for volumes that name none (default: AWS)");
+  cmd->add_option("--s3-region", c->s3_region, "region for volumes that name none");
+  cmd->add_option("--ca-bundle", c->ca_bundle,
+                  "PEM file of CA certificates for volumes without their own caBundle");
+  cmd->add_option("--log-level", c->log_level, "trace, debug, info, warn, error")
+      ->capture_default_str();
+  cmd->callback([c, &exit_code] { exit_code = c->run(); });
+}
+
+}  // namespace nacre::cli

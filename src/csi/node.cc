@@ -1,0 +1,491 @@
+#include "csi/node.h"
+
+#include <fcntl.h>
+#include <glob.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include "csi/mount_ops.h"
+
+namespace nacre::csi {
+
+namespace {
+
+namespace stdfs = std::filesystem;
+using Env = std::map<std::string, std::string>;
+
+std::unexpected<Error> invalid(std::string message) {
+  return fail(ErrorCode::kInvalidArgument, std::move(message));
+}
+
+Status make_dirs(const std::string& dir) {
+  std::error_code ec;
+  stdfs::create_directories(dir, ec);
+  if (ec) return fail(ErrorCode::kIo, "mkdir -p " + dir + ": " + ec.message());
+  return {};
+}
+
+Status write_private(const std::string& file, const std::string& text) {
+  int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return fail_errno("write " + file, errno);
+  ::fchmod(fd, 0600);
+  ssize_t n = ::write(fd, text.data(), text.size());
+  int err = errno;
+  ::close(fd);
+  if (n != static_cast<ssize_t>(text.size())) return fail_errno("write " + file, err);
+  return {};
+}
+
+Env credentials_env(const Secrets& s) {
+  Env env;
+  if (s.empty()) return env;  // the driver's own chain (environment, IRSA, Pod Identity, IMDS)
+  env["AWS_ACCESS_KEY_ID"] = s.access_key_id;
+  env["AWS_SECRET_ACCESS_KEY"] = s.secret_access_key;
+  env["AWS_SESSION_TOKEN"] = s.session_token;  // empty clears a token the driver has
+  return env;
+}
+
+bool wait_exit(pid_t pid, std::chrono::milliseconds limit) {
+  auto end = std::chrono::steady_clock::now() + limit;
+  while (process_alive(pid)) {
+    if (std::chrono::steady_clock::now() >= end) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return true;
+}
+
+}  // namespace
+
+// A background preload of one mount: `nacre preload` over the files its globs
+// match. Shared with its thread, which outlives nothing it does not own.
+struct Node::Preload {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  bool ok = false;
+};
+
+Result<std::unique_ptr<Node>> Node::open(NodeOptions options) {
+  std::unique_ptr<Node> node(new Node(std::move(options)));
+  if (auto ok = make_dirs(node->mounts_dir()); !ok) return std::unexpected(ok.error());
+  ::chmod(node->options_.state_dir.c_str(), 0700);
+  if (auto ok = make_dirs(node->options_.cache_dir); !ok) return std::unexpected(ok.error());
+  auto state = NodeState::load(node->state_file());
+  if (!state) return std::unexpected(state.error());
+  node->state_ = std::move(*state);
+  // Rediscovery: the mounts outlived the previous plugin; say how each is.
+  std::lock_guard lock(node->mu_);
+  for (const auto& [key, m] : node->state_.mounts) {
+    std::string problem = node->mount_problem(key);
+    if (problem.empty()) {
+      spdlog::info("found mount {} of {} at {} (pid {}), serving", key, m.source, m.dir, m.pid);
+    } else {
+      spdlog::warn("found mount {} of {} at {}: {}; it is reported abnormal and repaired at the "
+                   "next NodeStage or NodePublish of its volumes",
+                   key, m.source, m.dir, problem);
+    }
+    if (!m.preload.empty() && !stdfs::exists(node->mounts_dir() + "/" + key + ".preloaded") &&
+        problem.empty()) {
+      node->start_preload(key);  // the previous plugin did not see it finish
+    }
+  }
+  spdlog::info("node {}: {} volumes staged on {} mounts", node->options_.node_id,
+               node->state_.volumes.size(), node->state_.mounts.size());
+  return node;
+}
+
+Node::~Node() = default;
+
+Status Node::save() { return state_.save(state_file()); }
+
+std::string Node::mount_problem(const std::string& key) {
+  const MountRecord& m = state_.mounts.at(key);
+  auto entry = find_mount(read_mountinfo(), m.dir);
+  if (!entry || entry->fs_type != "fuse.nacre") return "not mounted at " + m.dir;
+  if (!process_alive(m.pid)) return "its process (pid " + std::to_string(m.pid) + ") is gone";
+  Probe p = probe_path(m.dir, options_.probe_deadline);
+  if (!p.answered) {
+    return "it does not answer (statfs took longer than " +
+           std::to_string(options_.probe_deadline.count()) + " ms)";
+  }
+  if (p.error != 0) return std::string("statfs fails: ") + std::strerror(p.error);
+  return "";
+}
+
+Status Node::start_mount(const std::string& key, MountRecord record, const Env& env) {
+  const std::string pid_file = mounts_dir() + "/" + key + ".pid";
+  ::unlink(pid_file.c_str());
+  if (auto ok = make_dirs(record.dir); !ok) return ok;
+  if (auto ok = make_dirs(record.cache_dir); !ok) return ok;
+  std::vector<std::string> argv = {options_.nacre_binary};
+  argv.insert(argv.end(), record.args.begin(), record.args.end());
+  argv.insert(argv.end(), {"--pid-file", pid_file});
+  spdlog::info("starting the mount {} of {} at {}", key, record.source, record.dir);
+  auto run = run_process(argv, env, options_.mount_deadline);
+  if (!run) return std::unexpected(run.error());
+  if (run->status != 0) {
+    std::string out = run->output;
+    while (!out.empty() && out.back() == '\n') out.pop_back();
+    const ErrorCode code = out.find("AccessDenied") != std::string::npos ||
+                                   out.find("InvalidAccessKeyId") != std::string::npos ||
+                                   out.find("SignatureDoesNotMatch") != std::string::npos
+                               ? ErrorCode::kAccessDenied
+                           : out.find("NoSuchBucket") != std::string::npos ||
+                                   out.find("holds no objects") != std::string::npos
+                               ? ErrorCode::kInvalidArgument
+                               : ErrorCode::kNetwork;  // UNAVAILABLE: the CO retries
+    return fail(code, "mounting " + record.source + " failed" +
+                          (run->status < 0 ? " (no answer in time)" : "") + ": " + out);
+  }
+  std::ifstream in(pid_file);
+  pid_t pid = 0;
+  in >> pid;
+  if (pid <= 0) return fail(ErrorCode::kIo, "the mount of " + record.source + " wrote no pid");
+  record.pid = pid;
+  state_.mounts[key] = std::move(record);
+  spdlog::info("mount {} serving (pid {})", key, pid);
+  return save();
+}
+
+Status Node::ensure_mount(const std::string& key, const MountRecord* fresh, const Env* env) {
+  auto it = state_.mounts.find(key);
+  std::string problem = it == state_.mounts.end() ? "new" : mount_problem(key);
+  if (problem.empty()) return {};
+  MountRecord record = it != state_.mounts.end() ? it->second : *fresh;
+  Env saved;
+  const std::string env_file = mounts_dir() + "/" + key + ".env";
+  if (env) {
+    if (auto ok = write_private(env_file, nlohmann::json(*env).dump()); !ok) return ok;
+    saved = *env;
+  } else {
+    std::ifstream in(env_file);
+    try {
+      if (in) saved = nlohmann::json::parse(in).get<Env>();
+    } catch (const std::exception&) {
+      return fail(ErrorCode::kIo, "credentials file " + env_file + " is damaged: stage again");
+    }
+  }
+  if (problem != "new") {
+    spdlog::warn("repairing mount {} of {}: {}", key, record.source, problem);
+    if (record.pid > 0 && process_alive(record.pid)) {
+      // Alive but not serving: it must not hold the cache directory's lock.
+      ::kill(record.pid, SIGKILL);
+      wait_exit(record.pid, std::chrono::milliseconds(2000));
+    }
+    if (auto d = detach_mounts(record.dir); !d) return std::unexpected(d.error());
+  }
+  if (auto ok = start_mount(key, record, saved); !ok) return ok;
+  // Every bind of the old mount points at a dead connection: bind again.
+  const std::string& dir = state_.mounts.at(key).dir;
+  for (auto& [id, v] : state_.volumes) {
+    if (v.mount_key != key) continue;
+    auto rebind = [&](const std::string& path, bool ro) -> Status {
+      if (auto d = detach_mounts(path); !d) return std::unexpected(d.error());
+      return bind_mount(dir, path, ro);
+    };
+    if (auto ok = rebind(v.staging_path, v.read_only); !ok) return ok;
+    for (const auto& t : v.targets) {
+      auto entry = find_mount(read_mountinfo(), t);
+      if (auto ok = rebind(t, v.read_only || (entry && entry->read_only)); !ok) return ok;
+      spdlog::info("volume {}: target {} bound to the repaired mount", id, t);
+    }
+  }
+  return {};
+}
+
+Status Node::stage(const std::string& volume_id, const std::string& staging_path,
+                   const Capability& cap, const StringMap& secrets, const StringMap& context) {
+  if (volume_id.empty()) return invalid("volume_id is required");
+  if (staging_path.empty()) return invalid("staging_target_path is required");
+  if (auto ok = check_capability(cap); !ok) return ok;
+  auto spec = parse_volume_attributes(context, options_.defaults);
+  if (!spec) return std::unexpected(spec.error());
+  if (auto ok = apply_capability(*spec, cap); !ok) return ok;
+  auto creds = parse_secrets(secrets);
+  if (!creds) return std::unexpected(creds.error());
+  if (!creds->ca_bundle_pem.empty()) spec->ca_bundle_pem = creds->ca_bundle_pem;
+  const std::string key = mount_key(*spec, *creds);
+
+  std::unique_lock lock(mu_);
+  if (auto v = state_.volumes.find(volume_id); v != state_.volumes.end()) {
+    if (v->second.mount_key != key || v->second.staging_path != staging_path) {
+      return fail(ErrorCode::kExists,
+                  "volume " + volume_id + " is staged at " + v->second.staging_path +
+                      " with other settings (access mode, mount options or secrets)");
+    }
+  }
+  MountRecord record;
+  record.dir = mounts_dir() + "/" + key;
+  record.cache_dir = options_.cache_dir + "/" + key;
+  record.source = "s3://" + spec->bucket + (spec->prefix.empty() ? "" : "/" + spec->prefix);
+  record.read_only = spec->read_only;
+  record.preload = spec->preload;
+  std::string ca_file = options_.defaults.ca_bundle;
+  if (!spec->ca_bundle_pem.empty()) {
+    ca_file = mounts_dir() + "/" + key + ".ca.pem";
+    if (auto ok = write_private(ca_file, spec->ca_bundle_pem); !ok) return ok;
+  }
+  record.args = mount_arguments(*spec, record.dir, record.cache_dir, ca_file);
+  Env env = credentials_env(*creds);
+  if (auto ok = ensure_mount(key, &record, &env); !ok) return ok;
+
+  auto table = read_mountinfo();
+  auto staged = find_mount(table, staging_path);
+  auto mounted = find_mount(table, state_.mounts.at(key).dir);
+  if (!staged || !mounted || staged->minor != mounted->minor || staged->major != mounted->major) {
+    if (staged) {
+      if (auto d = detach_mounts(staging_path); !d) return std::unexpected(d.error());
+    }
+    if (auto ok = make_dirs(staging_path); !ok) return ok;
+    if (auto ok = bind_mount(state_.mounts.at(key).dir, staging_path, spec->read_only); !ok) {
+      return ok;
+    }
+  }
+  VolumeRecord& v = state_.volumes[volume_id];
+  v.mount_key = key;
+  v.staging_path = staging_path;
+  v.read_only = spec->read_only;
+  v.preload_wait_seconds = spec->preload_wait_seconds;
+  if (auto ok = save(); !ok) return ok;
+  spdlog::info("staged volume {} at {} (mount {}, {} volumes on it)", volume_id, staging_path,
+               key, state_.users(key));
+  if (!spec->preload.empty() && !preloads_.contains(key) &&
+      !stdfs::exists(mounts_dir() + "/" + key + ".preloaded")) {
+    start_preload(key);
+  }
+  return {};
+}
+
+void Node::start_preload(const std::string& key) {
+  auto p = std::make_shared<Preload>();
+  preloads_[key] = p;
+  const MountRecord& m = state_.mounts.at(key);
+  std::thread([p, key, dir = m.dir, globs = m.preload, binary = options_.nacre_binary,
+               marker = mounts_dir() + "/" + key + ".preloaded"] {
+    std::vector<std::string> files;
+    for (const auto& g : globs) {
+      glob_t found{};
+      const std::string pattern = dir + "/" + g;
+      if (::glob(pattern.c_str(), 0, nullptr, &found) == 0) {
+        for (size_t i = 0; i < found.gl_pathc; ++i) files.emplace_back(found.gl_pathv[i]);
+      }
+      ::globfree(&found);
+    }
+    bool ok = true;
+    if (files.empty()) {
+      spdlog::warn("preload of mount {}: no file matches {}", key, globs.front());
+    } else {
+      spdlog::info("preload of mount {}: {} files", key, files.size());
+      std::vector<std::string> argv = {binary, "preload", "--threads", "4"};
+      argv.insert(argv.end(), files.begin(), files.end());
+      auto run = run_process(argv, {}, std::chrono::hours(12), [&key](const std::string& line) {
+        spdlog::info("preload of mount {}: {}", key, line);
+      });
+      ok = run && run->status == 0;
+      if (!ok) {
+        spdlog::error("preload of mount {} failed: {}", key,
+                      run ? run->output : run.error().describe());
+      }
+    }
+    if (ok) {
+      std::ofstream(marker) << "done\n";
+      spdlog::info("preload of mount {} done", key);
+    }
+    std::lock_guard lock(p->mu);
+    p->done = true;
+    p->ok = ok;
+    p->cv.notify_all();
+  }).detach();
+}
+
+void Node::wait_preload(const std::string& key, int seconds, std::unique_lock<std::mutex>& lock) {
+  if (seconds <= 0) return;
+  auto it = preloads_.find(key);
+  if (it == preloads_.end()) return;
+  std::shared_ptr<Preload> p = it->second;
+  lock.unlock();  // other volumes' calls go on meanwhile
+  {
+    std::unique_lock plock(p->mu);
+    if (!p->cv.wait_for(plock, std::chrono::seconds(seconds), [&] { return p->done; })) {
+      spdlog::warn("preload of mount {} still running after {} s: publishing anyway", key,
+                   seconds);
+    }
+  }
+  lock.lock();
+}
+
+Status Node::publish(const std::string& volume_id, const std::string& staging_path,
+                     const std::string& target_path, const Capability& cap, bool readonly) {
+  if (volume_id.empty()) return invalid("volume_id is required");
+  if (staging_path.empty()) return invalid("staging_target_path is required");
+  if (target_path.empty()) return invalid("target_path is required");
+  if (auto ok = check_capability(cap); !ok) return ok;
+  const bool ro_mode = *access_mode_read_only(cap.access_mode);
+  std::unique_lock lock(mu_);
+  auto v = state_.volumes.find(volume_id);
+  if (v == state_.volumes.end() || v->second.staging_path != staging_path) {
+    return fail(ErrorCode::kPreconditionFailed,
+                "volume " + volume_id + " is not staged at " + staging_path);
+  }
+  const std::string key = v->second.mount_key;
+  if (!ro_mode && v->second.read_only && !readonly) {
+    return fail(ErrorCode::kExists, "volume " + volume_id +
+                                        " is staged read-only and cannot be published writable");
+  }
+  const bool ro = readonly || ro_mode || v->second.read_only;
+  if (auto ok = ensure_mount(key, nullptr, nullptr); !ok) return ok;
+  wait_preload(key, v->second.preload_wait_seconds, lock);
+  v = state_.volumes.find(volume_id);
+  if (v == state_.volumes.end()) {
+    return fail(ErrorCode::kPreconditionFailed, "volume " + volume_id + " was unstaged meanwhile");
+  }
+  const std::string& dir = state_.mounts.at(key).dir;
+  auto table = read_mountinfo();
+  auto target = find_mount(table, target_path);
+  auto mounted = find_mount(table, dir);
+  if (target && mounted && target->major == mounted->major && target->minor == mounted->minor) {
+    if (target->read_only != ro) {
+      return fail(ErrorCode::kExists, "target " + target_path + " is published " +
+                                          (target->read_only ? "read-only" : "writable") +
+                                          " already");
+    }
+  } else {
+    if (target) {
+      if (auto d = detach_mounts(target_path); !d) return std::unexpected(d.error());
+    }
+    if (auto ok = make_dirs(target_path); !ok) return ok;
+    if (auto ok = bind_mount(dir, target_path, ro); !ok) return ok;
+  }
+  v->second.targets.insert(target_path);
+  if (auto ok = save(); !ok) return ok;
+  spdlog::info("published volume {} at {}{}", volume_id, target_path, ro ? " read-only" : "");
+  return {};
+}
+
+Status Node::unpublish(const std::string& volume_id, const std::string& target_path) {
+  if (volume_id.empty()) return invalid("volume_id is required");
+  if (target_path.empty()) return invalid("target_path is required");
+  std::lock_guard lock(mu_);
+  // umount -l never waits on the FUSE daemon, and nothing here looks inside
+  // the mount: a hung or dead mount cannot hang a terminating pod.
+  auto detached = detach_mounts(target_path);
+  if (!detached) return std::unexpected(detached.error());
+  if (::rmdir(target_path.c_str()) != 0 && errno != ENOENT) {
+    spdlog::warn("volume {}: rmdir {}: {}", volume_id, target_path, std::strerror(errno));
+  }
+  if (auto v = state_.volumes.find(volume_id); v != state_.volumes.end()) {
+    v->second.targets.erase(target_path);
+    if (auto ok = save(); !ok) return ok;
+  }
+  spdlog::info("unpublished volume {} from {} ({} mounts detached)", volume_id, target_path,
+               *detached);
+  return {};
+}
+
+void Node::stop_mount(const std::string& key) {
+  MountRecord m = state_.mounts.at(key);
+  auto entry = find_mount(read_mountinfo(), m.dir);
+  std::string how = "unmounted";
+  if (auto d = detach_mounts(m.dir); !d) spdlog::warn("mount {}: {}", key, d.error().describe());
+  // Detached with nothing else holding it, the kernel ends the connection and
+  // the daemon exits. A daemon that is stuck gets SIGTERM, then its FUSE
+  // connection is aborted and it is killed: bounded, about 6 s at worst.
+  if (m.pid > 0 && !wait_exit(m.pid, std::chrono::milliseconds(3000))) {
+    ::kill(m.pid, SIGTERM);
+    how = "stopped with SIGTERM";
+    if (!wait_exit(m.pid, std::chrono::milliseconds(2000))) {
+      if (entry) {
+        if (auto a = abort_fuse_connection(entry->minor); !a) {
+          spdlog::warn("mount {}: {}", key, a.error().describe());
+        }
+      }
+      ::kill(m.pid, SIGKILL);
+      how = "aborted and killed";
+      wait_exit(m.pid, std::chrono::milliseconds(1000));
+    }
+  }
+  for (const char* suffix : {".env", ".ca.pem", ".pid", ".preloaded"}) {
+    ::unlink((mounts_dir() + "/" + key + suffix).c_str());
+  }
+  ::rmdir(m.dir.c_str());
+  state_.mounts.erase(key);
+  preloads_.erase(key);
+  spdlog::info("mount {} of {} {} (its node cache stays in {})", key, m.source, how, m.cache_dir);
+}
+
+Status Node::unstage(const std::string& volume_id, const std::string& staging_path) {
+  if (volume_id.empty()) return invalid("volume_id is required");
+  if (staging_path.empty()) return invalid("staging_target_path is required");
+  std::lock_guard lock(mu_);
+  auto detached = detach_mounts(staging_path);
+  if (!detached) return std::unexpected(detached.error());
+  auto v = state_.volumes.find(volume_id);
+  if (v == state_.volumes.end() || v->second.staging_path != staging_path) {
+    spdlog::info("unstage of volume {} at {}: not staged here ({} mounts detached)", volume_id,
+                 staging_path, *detached);
+    return {};
+  }
+  for (const auto& t : v->second.targets) {
+    spdlog::warn("volume {} unstaged while still published at {}: detaching it", volume_id, t);
+    (void)detach_mounts(t);
+  }
+  const std::string key = v->second.mount_key;
+  state_.volumes.erase(v);
+  if (state_.users(key) == 0 && state_.mounts.contains(key)) stop_mount(key);
+  if (auto ok = save(); !ok) return ok;
+  spdlog::info("unstaged volume {} from {}", volume_id, staging_path);
+  return {};
+}
+
+Result<VolumeStats> Node::stats(const std::string& volume_id, const std::string& path) {
+  if (volume_id.empty()) return invalid("volume_id is required");
+  if (path.empty()) return invalid("volume_path is required");
+  std::lock_guard lock(mu_);
+  auto v = state_.volumes.find(volume_id);
+  if (v == state_.volumes.end()) {
+    return fail(ErrorCode::kNotFound, "volume " + volume_id + " is not staged on this node");
+  }
+  if (path != v->second.staging_path && !v->second.targets.contains(path)) {
+    return fail(ErrorCode::kNotFound,
+                path + " is neither the staging path nor a target path of " + volume_id);
+  }
+  VolumeStats out;
+  const std::string& key = v->second.mount_key;
+  std::string problem =
+      state_.mounts.contains(key) ? mount_problem(key) : "its mount is not recorded";
+  if (problem.empty()) {
+    auto entry = find_mount(read_mountinfo(), path);
+    auto mounted = find_mount(read_mountinfo(), state_.mounts.at(key).dir);
+    if (!entry || !mounted || entry->minor != mounted->minor) {
+      problem = path + " is not bound to the volume's mount";
+    }
+  }
+  Probe p = problem.empty() ? probe_path(path, options_.probe_deadline) : Probe{};
+  if (problem.empty() && (!p.answered || p.error != 0)) {
+    problem = !p.answered ? "it does not answer" : std::string(std::strerror(p.error));
+  }
+  if (!problem.empty()) {
+    out.abnormal = true;
+    out.message = "the Nacre mount of this volume cannot serve: " + problem +
+                  "; the next NodeStageVolume or NodePublishVolume repairs it";
+    return out;
+  }
+  out.bytes_total = p.bytes_total;
+  out.bytes_available = p.bytes_free;
+  out.bytes_used = p.bytes_total - std::min(p.bytes_total, p.bytes_free);
+  out.inodes_total = p.inodes_total;
+  out.inodes_available = p.inodes_free;
+  out.inodes_used = p.inodes_total - std::min(p.inodes_total, p.inodes_free);
+  out.message = "serving";
+  return out;
+}
+
+}  // namespace nacre::csi
