@@ -6,6 +6,7 @@
 #include <climits>
 #include <memory>
 
+#include "csi/mounter.h"
 #include "csi/server.h"
 #include "s3/s3_client.h"
 
@@ -22,16 +23,33 @@ struct CsiCommand {
   std::string s3_endpoint_url;
   std::string s3_region;
   std::string ca_bundle;
+  std::string mounter_socket;
   std::string log_level = "info";
 
   int run() {
     spdlog::set_level(spdlog::level::from_str(log_level));
+    if (mode == "mounter") {
+      if (mounter_socket.empty()) {
+        std::fprintf(stderr, "nacre csi: error: --mode mounter needs --mounter-socket PATH\n");
+        return 1;
+      }
+      if (auto st = csi::run_mounter(mounter_socket); !st) {
+        std::fprintf(stderr, "nacre csi: error: %s\n", st.error().describe().c_str());
+        return 1;
+      }
+      return 0;
+    }
     csi::ServerOptions o;
     o.endpoint = endpoint;
     o.controller = mode == "controller" || mode == "all";
     o.node = mode == "node" || mode == "all";
     o.version = NACRE_VERSION;
     csi::DriverDefaults defaults{s3_endpoint_url, s3_region, ca_bundle};
+    if (endpoint.empty() || (o.node && node_id.empty())) {
+      std::fprintf(stderr, "nacre csi: error: --endpoint%s required\n",
+                   o.node && node_id.empty() ? " and --node-id are" : " is");
+      return 1;
+    }
     char self[PATH_MAX] = {};
     ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
     if (n <= 0) {
@@ -43,6 +61,7 @@ struct CsiCommand {
     o.node_options.cache_dir = cache_dir;
     o.node_options.nacre_binary = std::string(self, static_cast<size_t>(n));
     o.node_options.defaults = defaults;
+    if (!mounter_socket.empty()) o.node_options.launcher = csi::mounter_launcher(mounter_socket);
     o.controller_options.state_dir = state_dir;
     o.controller_options.defaults = defaults;
     o.controller_options.make_client = [](const csi::VolumeSpec& spec, const csi::Secrets& secrets)
@@ -80,10 +99,12 @@ void add_csi_command(CLI::App& app, int& exit_code) {
       "csi",
       "Run the Kubernetes CSI driver (nacre.csi.dev) on a unix socket: controller "
       "(CreateVolume/DeleteVolume), node plugin (stage/publish mounts) or both");
-  cmd->add_option("--endpoint", c->endpoint, "gRPC socket, unix:///csi/csi.sock")->required();
-  cmd->add_option("--node-id", c->node_id, "this node's name (NodeGetInfo)")->required();
-  cmd->add_option("--mode", c->mode, "controller, node or all")
-      ->check(CLI::IsMember({"controller", "node", "all"}))
+  cmd->add_option("--endpoint", c->endpoint, "gRPC socket, unix:///csi/csi.sock");
+  cmd->add_option("--node-id", c->node_id, "this node's name (NodeGetInfo)");
+  cmd->add_option("--mode", c->mode,
+                  "controller, node or all; mounter: only start the node plugin's mounts "
+                  "(a container of its own, so mounts outlive the plugin's container)")
+      ->check(CLI::IsMember({"controller", "node", "all", "mounter"}))
       ->capture_default_str();
   cmd->add_option("--state-dir", c->state_dir,
                   "the driver's records (volumes, mounts, per-mount credentials, mode 0700)")
@@ -96,6 +117,8 @@ void add_csi_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--s3-region", c->s3_region, "region for volumes that name none");
   cmd->add_option("--ca-bundle", c->ca_bundle,
                   "PEM file of CA certificates for volumes without their own caBundle");
+  cmd->add_option("--mounter-socket", c->mounter_socket,
+                  "node: start mounts through the mounter listening here; mounter: listen here");
   cmd->add_option("--log-level", c->log_level, "trace, debug, info, warn, error")
       ->capture_default_str();
   cmd->callback([c, &exit_code] { exit_code = c->run(); });

@@ -3,7 +3,10 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include "csi/mounter.h"
 #include "csi/node_state.h"
+#include <signal.h>
+#include <sys/wait.h>
 
 namespace nacre::csi {
 namespace {
@@ -66,6 +69,36 @@ TEST(MountOps, ProbeAnswersForALocalDirectoryAndProcessAliveSeesZombies) {
   int status = 0;
   ::waitpid(child, &status, 0);
   EXPECT_FALSE(process_alive(child));
+}
+
+TEST(Mounter, RunsWhatThePluginAsksWithItsEnvironmentAndAnswersItsStatus) {
+  char dir[] = "/tmp/nacre-mounter-XXXXXX";
+  ASSERT_TRUE(::mkdtemp(dir));
+  const std::string socket = std::string(dir) + "/mounter.sock";
+  pid_t mounter = ::fork();
+  if (mounter == 0) ::_exit(run_mounter(socket) ? 0 : 1);
+  Launcher launch = mounter_launcher(socket);
+  Result<RunResult> r = fail(ErrorCode::kNetwork, "not tried");
+  for (int i = 0; i < 100; ++i) {  // until the mounter listens
+    r = launch({"/bin/sh", "-c", "echo \"$NACRE_X\"; (sleep 0.2 &); exit 4"}, {{"NACRE_X", "hello"}},
+               std::chrono::seconds(10), {});
+    if (r) break;
+    ::usleep(50 * 1000);
+  }
+  ASSERT_TRUE(r) << r.error().describe();
+  EXPECT_EQ(r->status, 4);
+  EXPECT_EQ(r->output, "hello\n");
+  struct stat st {};
+  ASSERT_EQ(::stat(socket.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  ::kill(mounter, SIGTERM);
+  int status = 0;
+  ASSERT_EQ(::waitpid(mounter, &status, 0), mounter);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  // Gone: the plugin is told so, it does not hang.
+  auto gone = launch({"/bin/true"}, {}, std::chrono::seconds(2), {});
+  EXPECT_FALSE(gone);
+  ::rmdir(dir);
 }
 
 TEST(NodeStateFile, RoundTripsAndRefusesDamage) {

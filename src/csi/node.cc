@@ -129,7 +129,7 @@ Status Node::start_mount(const std::string& key, MountRecord record, const Env& 
   argv.insert(argv.end(), record.args.begin(), record.args.end());
   argv.insert(argv.end(), {"--pid-file", pid_file});
   spdlog::info("starting the mount {} of {} at {}", key, record.source, record.dir);
-  auto run = run_process(argv, env, options_.mount_deadline);
+  auto run = options_.launcher(argv, env, options_.mount_deadline, {});
   if (!run) return std::unexpected(run.error());
   if (run->status != 0) {
     std::string out = run->output;

@@ -12,6 +12,7 @@
 #include <mutex>
 #include <string>
 
+#include "csi/mounter.h"
 #include "csi/node_state.h"
 #include "csi/volume_spec.h"
 
@@ -23,6 +24,7 @@ struct NodeOptions {
   std::string cache_dir;     // node cache root: one directory per mount under it
   std::string nacre_binary;  // what runs `nacre mount` and `nacre preload`
   DriverDefaults defaults;
+  Launcher launcher = local_launcher();  // how `nacre mount` is started (mounter.h)
   std::chrono::milliseconds probe_deadline{2000};
   std::chrono::milliseconds mount_deadline{120000};
 };
