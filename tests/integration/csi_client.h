@@ -3,6 +3,7 @@
 // builders. Header-only; used by csi_conformance_test and csi_e2e_test.
 #pragma once
 
+#include <fcntl.h>
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
 #include <spawn.h>
