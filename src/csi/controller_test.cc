@@ -17,7 +17,7 @@ class ControllerTest : public ::testing::Test {
     char dir[] = "/tmp/nacre-controller-XXXXXX";
     ASSERT_TRUE(::mkdtemp(dir));
     dir_ = dir;
-    s3_.create_bucket("b");
+    s3_.create_bucket("bkt");
     s3_.create_bucket("models");
     ASSERT_TRUE(s3_.put_object({"models", "mistral/config.json", s3::Body::from_memory("{}"), {}, ""}));
     controller_ = open_controller();
@@ -59,13 +59,13 @@ class ControllerTest : public ::testing::Test {
 };
 
 TEST_F(ControllerTest, FreshVolumeIsAPrefixWithAMarkerAndRepeatsAreIdempotent) {
-  const StringMap params = {{"bucketName", "b"}, {"basePrefix", "volumes"}};
+  const StringMap params = {{"bucketName", "bkt"}, {"basePrefix", "volumes"}};
   auto v = create("pvc-1", params);
   ASSERT_TRUE(v) << v.error().message;
-  EXPECT_EQ(v->volume_id, "fresh:b/volumes/pvc-1");
+  EXPECT_EQ(v->volume_id, "fresh:bkt/volumes/pvc-1");
   EXPECT_EQ(v->capacity_bytes, 1 << 30);
   EXPECT_EQ(v->context.at("prefix"), "volumes/pvc-1");
-  auto marker = s3_.head_object("b", "volumes/pvc-1/");
+  auto marker = s3_.head_object("bkt", "volumes/pvc-1/");
   ASSERT_TRUE(marker);
   EXPECT_EQ(marker->metadata.at("nacre-volume-name"), "pvc-1");
   EXPECT_EQ(marker->metadata.at("file-permissions"), "0040755");
@@ -74,21 +74,21 @@ TEST_F(ControllerTest, FreshVolumeIsAPrefixWithAMarkerAndRepeatsAreIdempotent) {
   EXPECT_EQ(again->volume_id, v->volume_id);
   EXPECT_EQ(again->context, v->context);
   EXPECT_EQ(create("pvc-1", params, int64_t{2} << 30).error().code, ErrorCode::kExists);
-  EXPECT_EQ(create("pvc-1", {{"bucketName", "b"}, {"basePrefix", "volumes"}, {"cacheSize", "5G"}})
+  EXPECT_EQ(create("pvc-1", {{"bucketName", "bkt"}, {"basePrefix", "volumes"}, {"cacheSize", "5G"}})
                 .error()
                 .code,
             ErrorCode::kExists);
 }
 
 TEST_F(ControllerTest, TheMarkerAnswersForAVolumeWhenTheRecordsAreLost) {
-  const StringMap params = {{"bucketName", "b"}};
+  const StringMap params = {{"bucketName", "bkt"}};
   ASSERT_TRUE(create("pvc-2", params));
   std::filesystem::remove(dir_ + "/controller.json");
   controller_ = open_controller();
   EXPECT_TRUE(create("pvc-2", params));
   EXPECT_EQ(create("pvc-2", params, 5).error().code, ErrorCode::kExists);
   // A prefix that another volume owns is refused.
-  EXPECT_EQ(create("other", {{"bucketName", "b"}, {"pathPattern", "pvc-2"}}).error().code,
+  EXPECT_EQ(create("other", {{"bucketName", "bkt"}, {"pathPattern", "pvc-2"}}).error().code,
             ErrorCode::kExists);
 }
 
@@ -96,7 +96,7 @@ TEST_F(ControllerTest, BadRequestsAreRefusedWithTheirCodes) {
   Capability cap;
   cap.has_access_type = true;
   cap.access_mode = 1;
-  const StringMap params = {{"bucketName", "b"}};
+  const StringMap params = {{"bucketName", "bkt"}};
   EXPECT_EQ(controller_->create("", 0, 0, {cap}, params, {}, false).error().code,
             ErrorCode::kInvalidArgument);
   EXPECT_EQ(controller_->create("x", 0, 0, {}, params, {}, false).error().code,
@@ -111,33 +111,33 @@ TEST_F(ControllerTest, BadRequestsAreRefusedWithTheirCodes) {
   block.block = true;
   EXPECT_EQ(controller_->create("x", 0, 0, {block}, params, {}, false).error().code,
             ErrorCode::kInvalidArgument);
-  EXPECT_EQ(objects_under("b", ""), 0u);  // nothing was created
+  EXPECT_EQ(objects_under("bkt", ""), 0u);  // nothing was created
 }
 
 TEST_F(ControllerTest, DeleteKeepsDataUnlessAskedAndNeverTouchesALinkedDataset) {
-  auto kept = create("keep", {{"bucketName", "b"}});
-  auto gone = create("gone", {{"bucketName", "b"}, {"deleteData", "true"}});
+  auto kept = create("keep", {{"bucketName", "bkt"}});
+  auto gone = create("gone", {{"bucketName", "bkt"}, {"deleteData", "true"}});
   auto linked = create("lnk", {{"s3ImportPath", "s3://models/mistral"}});
   ASSERT_TRUE(kept && gone && linked);
   EXPECT_EQ(linked->volume_id, "linked:models/mistral;v=lnk");
-  ASSERT_TRUE(s3_.put_object({"b", "keep/a", s3::Body::from_memory("1"), {}, ""}));
-  ASSERT_TRUE(s3_.put_object({"b", "gone/a", s3::Body::from_memory("1"), {}, ""}));
-  ASSERT_TRUE(s3_.put_object({"b", "gone/d/b", s3::Body::from_memory("1"), {}, ""}));
-  ASSERT_TRUE(s3_.put_object({"b", "gone-not-mine", s3::Body::from_memory("1"), {}, ""}));
+  ASSERT_TRUE(s3_.put_object({"bkt", "keep/a", s3::Body::from_memory("1"), {}, ""}));
+  ASSERT_TRUE(s3_.put_object({"bkt", "gone/a", s3::Body::from_memory("1"), {}, ""}));
+  ASSERT_TRUE(s3_.put_object({"bkt", "gone/d/b", s3::Body::from_memory("1"), {}, ""}));
+  ASSERT_TRUE(s3_.put_object({"bkt", "gone-not-mine", s3::Body::from_memory("1"), {}, ""}));
   for (const auto* v : {&*kept, &*gone, &*linked}) {
     ASSERT_TRUE(controller_->remove(v->volume_id, {}));
     ASSERT_TRUE(controller_->remove(v->volume_id, {}));  // twice: still OK
   }
-  EXPECT_EQ(objects_under("b", "keep/"), 2u);  // marker + a
-  EXPECT_EQ(objects_under("b", "gone/"), 0u);
-  EXPECT_EQ(objects_under("b", "gone-not-mine"), 1u);
+  EXPECT_EQ(objects_under("bkt", "keep/"), 2u);  // marker + a
+  EXPECT_EQ(objects_under("bkt", "gone/"), 0u);
+  EXPECT_EQ(objects_under("bkt", "gone-not-mine"), 1u);
   EXPECT_EQ(objects_under("models", "mistral/"), 1u);
   EXPECT_TRUE(controller_->remove("not-a-nacre-id", {}));
   EXPECT_EQ(controller_->remove("", {}).error().code, ErrorCode::kInvalidArgument);
 }
 
 TEST_F(ControllerTest, ValidateKnowsItsVolumesAndRefusesBlock) {
-  auto v = create("pvc-v", {{"bucketName", "b"}});
+  auto v = create("pvc-v", {{"bucketName", "bkt"}});
   ASSERT_TRUE(v);
   Capability cap;
   cap.has_access_type = true;
@@ -150,7 +150,7 @@ TEST_F(ControllerTest, ValidateKnowsItsVolumesAndRefusesBlock) {
   Capability block = cap;
   block.block = true;
   EXPECT_NE(*controller_->validate(v->volume_id, {block}, {}), "");
-  EXPECT_EQ(controller_->validate("fresh:b/nothing-here", {cap}, {}).error().code,
+  EXPECT_EQ(controller_->validate("fresh:bkt/nothing-here", {cap}, {}).error().code,
             ErrorCode::kNotFound);
   EXPECT_EQ(controller_->validate("junk", {cap}, {}).error().code, ErrorCode::kNotFound);
   EXPECT_EQ(controller_->validate("", {cap}, {}).error().code, ErrorCode::kInvalidArgument);
@@ -162,10 +162,10 @@ TEST_F(ControllerTest, ProvisionerSecretsReachTheClient) {
   Capability cap;
   cap.has_access_type = true;
   cap.access_mode = 1;
-  ASSERT_TRUE(controller_->create("s", 0, 0, {cap}, {{"bucketName", "b"}},
+  ASSERT_TRUE(controller_->create("s", 0, 0, {cap}, {{"bucketName", "bkt"}},
                                   {{"accessKeyId", "AK"}, {"secretAccessKey", "SK"}}, false));
   EXPECT_EQ(last_secrets_.access_key_id, "AK");
-  EXPECT_EQ(controller_->create("s2", 0, 0, {cap}, {{"bucketName", "b"}},
+  EXPECT_EQ(controller_->create("s2", 0, 0, {cap}, {{"bucketName", "bkt"}},
                                 {{"accessKeyId", "AK"}}, false)
                 .error()
                 .code,

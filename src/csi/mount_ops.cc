@@ -157,7 +157,7 @@ Probe probe_path(const std::string& path, std::chrono::milliseconds deadline) {
   return answer.get();
 }
 
-bool process_alive(pid_t pid) {
+bool process_alive(pid_t pid, const std::string& argument) {
   if (pid <= 0) return false;
   if (::kill(pid, 0) != 0 && errno == ESRCH) return false;
   // A zombie has exited; it is only waiting for its parent.
@@ -166,7 +166,13 @@ bool process_alive(pid_t pid) {
   std::getline(stat, text);
   size_t paren = text.rfind(')');
   if (paren != std::string::npos && paren + 2 < text.size() && text[paren + 2] == 'Z') return false;
-  return true;
+  if (argument.empty()) return true;
+  std::ifstream cmdline("/proc/" + std::to_string(pid) + "/cmdline");
+  std::string arg;
+  while (std::getline(cmdline, arg, '\0')) {
+    if (arg == argument) return true;
+  }
+  return false;
 }
 
 namespace {

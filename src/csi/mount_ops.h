@@ -49,7 +49,10 @@ struct Probe {
 };
 Probe probe_path(const std::string& path, std::chrono::milliseconds deadline);
 
-bool process_alive(pid_t pid);
+// Whether `pid` runs (not a zombie) and, when `argument` is given, whether its
+// command line has that argument: a pid recorded earlier may since belong to
+// another process, which must never be signalled in the mount's place.
+bool process_alive(pid_t pid, const std::string& argument = "");
 
 // Runs `argv` with `env` added to a copy of this process's environment, in a
 // session of its own, with no inherited descriptors but stdout/stderr to a

@@ -53,9 +53,10 @@ Env credentials_env(const Secrets& s) {
   return env;
 }
 
-bool wait_exit(pid_t pid, std::chrono::milliseconds limit) {
+// Until the mount's process (`pid` serving `dir`) is gone, at most `limit`.
+bool wait_exit(pid_t pid, const std::string& dir, std::chrono::milliseconds limit) {
   auto end = std::chrono::steady_clock::now() + limit;
-  while (process_alive(pid)) {
+  while (process_alive(pid, dir)) {
     if (std::chrono::steady_clock::now() >= end) return false;
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
@@ -110,7 +111,7 @@ std::string Node::mount_problem(const std::string& key) {
   const MountRecord& m = state_.mounts.at(key);
   auto entry = find_mount(read_mountinfo(), m.dir);
   if (!entry || entry->fs_type != "fuse.nacre") return "not mounted at " + m.dir;
-  if (!process_alive(m.pid)) return "its process (pid " + std::to_string(m.pid) + ") is gone";
+  if (!process_alive(m.pid, m.dir)) return "its process (pid " + std::to_string(m.pid) + ") is gone";
   Probe p = probe_path(m.dir, options_.probe_deadline);
   if (!p.answered) {
     return "it does not answer (statfs took longer than " +
@@ -175,10 +176,10 @@ Status Node::ensure_mount(const std::string& key, const MountRecord* fresh, cons
   }
   if (problem != "new") {
     spdlog::warn("repairing mount {} of {}: {}", key, record.source, problem);
-    if (record.pid > 0 && process_alive(record.pid)) {
+    if (record.pid > 0 && process_alive(record.pid, record.dir)) {
       // Alive but not serving: it must not hold the cache directory's lock.
       ::kill(record.pid, SIGKILL);
-      wait_exit(record.pid, std::chrono::milliseconds(2000));
+      wait_exit(record.pid, record.dir, std::chrono::milliseconds(2000));
     }
     if (auto d = detach_mounts(record.dir); !d) return std::unexpected(d.error());
   }
@@ -187,8 +188,11 @@ Status Node::ensure_mount(const std::string& key, const MountRecord* fresh, cons
   const std::string& dir = state_.mounts.at(key).dir;
   for (auto& [id, v] : state_.volumes) {
     if (v.mount_key != key) continue;
+    // On top of the dead bind, not in its place: a pod whose volume mount
+    // has mountPropagation HostToContainer sees the new mount appear where
+    // its old one was, without a restart. Unpublish and unstage detach the
+    // whole stack.
     auto rebind = [&](const std::string& path, bool ro) -> Status {
-      if (auto d = detach_mounts(path); !d) return std::unexpected(d.error());
       return bind_mount(dir, path, ro);
     };
     if (auto ok = rebind(v.staging_path, v.read_only); !ok) return ok;
@@ -398,18 +402,18 @@ void Node::stop_mount(const std::string& key) {
   // Detached with nothing else holding it, the kernel ends the connection and
   // the daemon exits. A daemon that is stuck gets SIGTERM, then its FUSE
   // connection is aborted and it is killed: bounded, about 6 s at worst.
-  if (m.pid > 0 && !wait_exit(m.pid, std::chrono::milliseconds(3000))) {
+  if (m.pid > 0 && !wait_exit(m.pid, m.dir, std::chrono::milliseconds(3000))) {
     ::kill(m.pid, SIGTERM);
     how = "stopped with SIGTERM";
-    if (!wait_exit(m.pid, std::chrono::milliseconds(2000))) {
+    if (!wait_exit(m.pid, m.dir, std::chrono::milliseconds(2000))) {
       if (entry) {
         if (auto a = abort_fuse_connection(entry->minor); !a) {
           spdlog::warn("mount {}: {}", key, a.error().describe());
         }
       }
-      ::kill(m.pid, SIGKILL);
+      if (process_alive(m.pid, m.dir)) ::kill(m.pid, SIGKILL);
       how = "aborted and killed";
-      wait_exit(m.pid, std::chrono::milliseconds(1000));
+      wait_exit(m.pid, m.dir, std::chrono::milliseconds(1000));
     }
   }
   for (const char* suffix : {".env", ".ca.pem", ".pid", ".preloaded"}) {

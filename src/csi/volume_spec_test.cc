@@ -81,15 +81,15 @@ TEST(VolumeSpec, AttributesUseFsxAndNacreNames) {
 
 TEST(VolumeSpec, BadAttributesAreInvalidArgumentsNamingThem) {
   const std::vector<StringMap> bad = {
-      {{"bucketName", "b"}, {"colour", "red"}},
-      {{"bucketName", "b"}, {"autoImportPolicy", "ALL"}},
-      {{"bucketName", "b"}, {"cacheSize", "lots"}},
-      {{"bucketName", "b"}, {"fileMode", "999"}},
-      {{"bucketName", "b"}, {"uid", "-5"}},
-      {{"bucketName", "b"}, {"preload", "../etc/*"}},
-      {{"bucketName", "b"}, {"preloadWaitSeconds", "soon"}},
-      {{"bucketName", "b"}, {"caBundle", "not a certificate"}},
-      {{"s3ImportPath", "s3://b/p"}, {"s3ExportPath", "s3://b/elsewhere"}},
+      {{"bucketName", "bkt"}, {"colour", "red"}},
+      {{"bucketName", "bkt"}, {"autoImportPolicy", "ALL"}},
+      {{"bucketName", "bkt"}, {"cacheSize", "lots"}},
+      {{"bucketName", "bkt"}, {"fileMode", "999"}},
+      {{"bucketName", "bkt"}, {"uid", "-5"}},
+      {{"bucketName", "bkt"}, {"preload", "../etc/*"}},
+      {{"bucketName", "bkt"}, {"preloadWaitSeconds", "soon"}},
+      {{"bucketName", "bkt"}, {"caBundle", "not a certificate"}},
+      {{"s3ImportPath", "s3://bkt/p"}, {"s3ExportPath", "s3://bkt/elsewhere"}},
       {{"s3ImportPath", "b/p"}},
       {{"prefix", "p"}},  // no bucket
   };
@@ -98,12 +98,12 @@ TEST(VolumeSpec, BadAttributesAreInvalidArgumentsNamingThem) {
     ASSERT_FALSE(r) << attrs.rbegin()->first;
     EXPECT_EQ(r.error().code, ErrorCode::kInvalidArgument);
   }
-  auto r = parse_volume_attributes({{"bucketName", "b"}, {"colour", "red"}}, kDefaults);
+  auto r = parse_volume_attributes({{"bucketName", "bkt"}, {"colour", "red"}}, kDefaults);
   EXPECT_NE(r.error().message.find("colour"), std::string::npos);
 }
 
 TEST(VolumeSpec, CapabilitySetsReadOnlyMountOptionsAndMountGroup) {
-  auto spec = parse_volume_attributes({{"bucketName", "b"}, {"prefix", "/data/"}}, kDefaults);
+  auto spec = parse_volume_attributes({{"bucketName", "bkt"}, {"prefix", "/data/"}}, kDefaults);
   ASSERT_TRUE(spec);
   EXPECT_EQ(spec->prefix, "data");
   Capability cap = mount_cap(3, {"metadata-ttl=60", "fetch_threads=8"});
@@ -114,7 +114,7 @@ TEST(VolumeSpec, CapabilitySetsReadOnlyMountOptionsAndMountGroup) {
   EXPECT_EQ(spec->dir_mode, "0775");
   auto args = mount_arguments(*spec, "/m", "/c", "");
   EXPECT_EQ(args[0], "mount");
-  EXPECT_EQ(args[1], "s3://b/data");
+  EXPECT_EQ(args[1], "s3://bkt/data");
   EXPECT_TRUE(std::find(args.begin(), args.end(), "--read-only") != args.end());
   EXPECT_TRUE(std::find(args.begin(), args.end(), "--allow-other") != args.end());
   EXPECT_TRUE(has(args, "-o", "metadata-ttl=60"));
@@ -166,16 +166,16 @@ TEST(VolumeSpec, VolumeIdsRoundTripAndStayWithin128Bytes) {
   EXPECT_FALSE(encode_volume_id(id));
   id.prefix = "a;b";
   EXPECT_FALSE(encode_volume_id(id));
-  for (const char* bad : {"", "fs-0123", "fresh:", "fresh:bucket", "fresh:b/", "linked:b/p;x=1"}) {
+  for (const char* bad : {"", "fs-0123", "fresh:", "fresh:bucket", "fresh:bkt/", "linked:bkt/p;x=1"}) {
     EXPECT_FALSE(decode_volume_id(bad)) << bad;
   }
-  auto fresh = decode_volume_id("fresh+delete:b/volumes/pvc-2");
+  auto fresh = decode_volume_id("fresh+delete:bkt/volumes/pvc-2");
   ASSERT_TRUE(fresh);
   EXPECT_TRUE(fresh->delete_data);
 }
 
 TEST(VolumeSpec, FreshVolumesGetAPrefixFromThePathPattern) {
-  StringMap params = {{"bucketName", "b"},
+  StringMap params = {{"bucketName", "bkt"},
                       {"basePrefix", "/volumes/"},
                       {"pathPattern", "${pvc.metadata.namespace}/${pvc.metadata.name}"},
                       {"csi.storage.k8s.io/pvc/namespace", "ml"},
@@ -184,11 +184,11 @@ TEST(VolumeSpec, FreshVolumesGetAPrefixFromThePathPattern) {
   auto plan = plan_volume("pvc-9", params, kDefaults);
   ASSERT_TRUE(plan) << plan.error().message;
   EXPECT_EQ(plan->spec.prefix, "volumes/ml/ckpt");
-  EXPECT_EQ(*encode_volume_id(plan->id), "fresh+delete:b/volumes/ml/ckpt");
+  EXPECT_EQ(*encode_volume_id(plan->id), "fresh+delete:bkt/volumes/ml/ckpt");
   EXPECT_EQ(plan->context.at("prefix"), "volumes/ml/ckpt");
   EXPECT_FALSE(plan->context.contains("csi.storage.k8s.io/pvc/name"));
   // The default pattern is the volume's (PV's) name.
-  auto plain = plan_volume("pvc-9", {{"bucketName", "b"}}, kDefaults);
+  auto plain = plan_volume("pvc-9", {{"bucketName", "bkt"}}, kDefaults);
   ASSERT_TRUE(plain);
   EXPECT_EQ(plain->spec.prefix, "pvc-9");
   EXPECT_FALSE(plain->id.delete_data);
@@ -199,13 +199,13 @@ TEST(VolumeSpec, FreshVolumesGetAPrefixFromThePathPattern) {
 }
 
 TEST(VolumeSpec, PathPatternsThatLeaveTheBaseOrLackMetadataAreRefused) {
-  EXPECT_FALSE(plan_volume("..", {{"bucketName", "b"}}, kDefaults));
-  EXPECT_FALSE(plan_volume("x", {{"bucketName", "b"}, {"pathPattern", "${pvc.metadata.name}"}},
+  EXPECT_FALSE(plan_volume("..", {{"bucketName", "bkt"}}, kDefaults));
+  EXPECT_FALSE(plan_volume("x", {{"bucketName", "bkt"}, {"pathPattern", "${pvc.metadata.name}"}},
                            kDefaults));
-  EXPECT_FALSE(plan_volume("x", {{"bucketName", "b"}, {"pathPattern", "${node}"}}, kDefaults));
-  EXPECT_FALSE(plan_volume("x", {{"bucketName", "b"}, {"deleteData", "perhaps"}}, kDefaults));
-  EXPECT_FALSE(plan_volume("x", {{"bucketName", "b"}, {"prefix", "p"}}, kDefaults));
-  EXPECT_FALSE(plan_volume("x", {{"s3ImportPath", "s3://b/p"}, {"basePrefix", "q"}}, kDefaults));
+  EXPECT_FALSE(plan_volume("x", {{"bucketName", "bkt"}, {"pathPattern", "${node}"}}, kDefaults));
+  EXPECT_FALSE(plan_volume("x", {{"bucketName", "bkt"}, {"deleteData", "perhaps"}}, kDefaults));
+  EXPECT_FALSE(plan_volume("x", {{"bucketName", "bkt"}, {"prefix", "p"}}, kDefaults));
+  EXPECT_FALSE(plan_volume("x", {{"s3ImportPath", "s3://bkt/p"}, {"basePrefix", "q"}}, kDefaults));
 }
 
 TEST(VolumeSpec, LinkedVolumesCarryTheirNameAndNonDefaultEndpoint) {
