@@ -3,11 +3,15 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <sys/stat.h>
+
 #include <climits>
+#include <fstream>
 #include <memory>
 
 #include "csi/mounter.h"
 #include "csi/server.h"
+#include "s3/crypto.h"
 #include "s3/s3_client.h"
 
 namespace nacre::cli {
@@ -64,7 +68,12 @@ struct CsiCommand {
     if (!mounter_socket.empty()) o.node_options.launcher = csi::mounter_launcher(mounter_socket);
     o.controller_options.state_dir = state_dir;
     o.controller_options.defaults = defaults;
-    o.controller_options.make_client = [](const csi::VolumeSpec& spec, const csi::Secrets& secrets)
+    // S3 clients of the controller and of the node's existence check, with
+    // the volume's endpoint, secrets and CA bundle (a PEM from the volume or
+    // its secrets is written once to the state directory, 0600).
+    o.controller_options.make_client = o.node_options.make_client =
+        [state = state_dir, ca_default = ca_bundle](const csi::VolumeSpec& spec,
+                                                    const csi::Secrets& secrets)
         -> Result<std::unique_ptr<s3::ObjectClient>> {
       s3::S3Config config =
           s3::S3Config::from_environment(s3::CredentialsEnvironment::from_environment());
@@ -73,7 +82,20 @@ struct CsiCommand {
       if (!secrets.empty()) {
         config.credentials = s3::Credentials{secrets.access_key_id, secrets.secret_access_key,
                                              secrets.session_token, std::nullopt,
-                                             "provisioner secrets"};
+                                             "CSI secrets"};
+      }
+      const std::string& pem =
+          !secrets.ca_bundle_pem.empty() ? secrets.ca_bundle_pem : spec.ca_bundle_pem;
+      if (!pem.empty()) {
+        const std::string file = state + "/ca-" + s3::sha256_hex(pem).substr(0, 16) + ".pem";
+        if (::access(file.c_str(), R_OK) != 0) {
+          std::ofstream out(file, std::ios::trunc);
+          out << pem;
+          if (!out.flush()) return fail(ErrorCode::kIo, "cannot write " + file);
+        }
+        config.http.ca_bundle = file;
+      } else if (!ca_default.empty()) {
+        config.http.ca_bundle = ca_default;
       }
       config.addressing = spec.addressing_style == "virtual" ? s3::Addressing::kVirtual
                           : spec.addressing_style == "path"  ? s3::Addressing::kPath

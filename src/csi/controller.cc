@@ -50,6 +50,21 @@ constexpr const char* kNameMeta = "nacre-volume-name";
 constexpr const char* kCapacityMeta = "nacre-volume-capacity";
 constexpr const char* kParamsMeta = "nacre-volume-params";
 
+// A HEAD answer has no body: its 403 cannot say whether the keys are wrong
+// (InvalidAccessKeyId, SignatureDoesNotMatch: UNAUTHENTICATED) or only not
+// allowed (AccessDenied: PERMISSION_DENIED). A one-key LIST of the same name says.
+Error explain_head_error(s3::ObjectClient& client, const std::string& bucket,
+                         const std::string& key, Error error) {
+  if (error.code != ErrorCode::kAccessDenied || !error.s3_code.empty()) return error;
+  s3::ListRequest req;
+  req.bucket = bucket;
+  req.prefix = key;
+  req.max_keys = 1;
+  auto page = client.list_objects(req);
+  if (!page && page.error().code == ErrorCode::kInvalidCredentials) return page.error();
+  return error;
+}
+
 }  // namespace
 
 Result<std::unique_ptr<Controller>> Controller::open(ControllerOptions options) {
@@ -141,7 +156,8 @@ Result<CreatedVolume> Controller::create(const std::string& name, int64_t requir
           (*client)->put_object({plan->spec.bucket, marker, s3::Body::empty(), meta, ""});
       if (!put) return std::unexpected(put.error());
     } else {
-      return std::unexpected(head.error());
+      return std::unexpected(
+          explain_head_error(**client, plan->spec.bucket, marker, head.error()));
     }
   } else {
     // A linked dataset is only read here: the bucket must answer.
@@ -229,7 +245,8 @@ Result<std::string> Controller::validate(const std::string& volume_id,
           head.error().code == ErrorCode::kNoSuchBucket) {
         return fail(ErrorCode::kNotFound, "no volume " + volume_id + ": its prefix is gone");
       }
-      return std::unexpected(head.error());
+      return std::unexpected(
+          explain_head_error(**client, id->bucket, id->prefix + "/", head.error()));
     }
   }
   for (const auto& c : caps) {

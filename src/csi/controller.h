@@ -14,9 +14,6 @@
 
 namespace nacre::csi {
 
-using ClientFactory = std::function<Result<std::unique_ptr<s3::ObjectClient>>(
-    const VolumeSpec& spec, const Secrets& secrets)>;
-
 struct ControllerOptions {
   std::string state_dir;
   DriverDefaults defaults;

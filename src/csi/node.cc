@@ -135,14 +135,17 @@ Status Node::start_mount(const std::string& key, MountRecord record, const Env& 
   if (run->status != 0) {
     std::string out = run->output;
     while (!out.empty() && out.back() == '\n') out.pop_back();
-    const ErrorCode code = out.find("AccessDenied") != std::string::npos ||
-                                   out.find("InvalidAccessKeyId") != std::string::npos ||
-                                   out.find("SignatureDoesNotMatch") != std::string::npos
-                               ? ErrorCode::kAccessDenied
-                           : out.find("NoSuchBucket") != std::string::npos ||
-                                   out.find("holds no objects") != std::string::npos
-                               ? ErrorCode::kInvalidArgument
-                               : ErrorCode::kNetwork;  // UNAVAILABLE: the CO retries
+    auto has = [&out](const char* text) { return out.find(text) != std::string::npos; };
+    // `nacre mount` printed why (Error::describe): the CSI code follows it.
+    // What no retry can fix is not UNAVAILABLE, or the CO would retry forever.
+    const ErrorCode code =
+        has("InvalidAccessKeyId") || has("SignatureDoesNotMatch") || has("InvalidCredentials")
+            ? ErrorCode::kInvalidCredentials
+        : has("AccessDenied")                              ? ErrorCode::kAccessDenied
+        : has("NoSuchBucket") || has("holds no objects")   ? ErrorCode::kNotFound
+        : has("InvalidArgument") || has("is not an existing directory")
+            ? ErrorCode::kInvalidArgument
+            : ErrorCode::kNetwork;  // UNAVAILABLE: the CO retries
     return fail(code, "mounting " + record.source + " failed" +
                           (run->status < 0 ? " (no answer in time)" : "") + ": " + out);
   }
@@ -219,6 +222,30 @@ Status Node::stage(const std::string& volume_id, const std::string& staging_path
   const std::string key = mount_key(*spec, *creds);
 
   std::unique_lock lock(mu_);
+  if (!state_.volumes.contains(volume_id) && options_.make_client) {
+    // A fresh volume is its marker: once DeleteVolume removed it, the
+    // volume does not exist (a mount would show an empty directory).
+    if (auto id = decode_volume_id(volume_id); id && id->kind == VolumeId::Kind::kFresh) {
+      auto client = options_.make_client(*spec, *creds);
+      if (!client) return std::unexpected(client.error());
+      // A one-key LIST rather than a HEAD: its error has a body, so wrong
+      // keys (UNAUTHENTICATED) are told from missing rights. The marker
+      // "prefix/" sorts first among the keys under it.
+      s3::ListRequest req;
+      req.bucket = spec->bucket;
+      req.prefix = spec->prefix + "/";
+      req.max_keys = 1;
+      auto page = (*client)->list_objects(req);
+      if (!page && page.error().code != ErrorCode::kNoSuchBucket) {
+        return std::unexpected(page.error());
+      }
+      if (!page || page->objects.empty() || page->objects.front().key != req.prefix) {
+        return fail(ErrorCode::kNotFound, "volume " + volume_id + " does not exist: s3://" +
+                                              spec->bucket + "/" + req.prefix +
+                                              " is gone (deleted?)");
+      }
+    }
+  }
   if (auto v = state_.volumes.find(volume_id); v != state_.volumes.end()) {
     if (v->second.mount_key != key || v->second.staging_path != staging_path) {
       return fail(ErrorCode::kExists,

@@ -25,6 +25,7 @@ struct NodeOptions {
   std::string nacre_binary;  // what runs `nacre mount` and `nacre preload`
   DriverDefaults defaults;
   Launcher launcher = local_launcher();  // how `nacre mount` is started (mounter.h)
+  ClientFactory make_client;  // checks that a fresh volume still exists at stage
   std::chrono::milliseconds probe_deadline{2000};
   std::chrono::milliseconds mount_deadline{120000};
 };

@@ -1,5 +1,6 @@
 #include "csi/server.h"
 
+#include <grpcpp/generic/async_generic_service.h>
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
@@ -41,8 +42,12 @@ grpc::Status to_grpc(const Error& e) {
       code = StatusCode::OUT_OF_RANGE;
       break;
     case ErrorCode::kAccessDenied:
-    case ErrorCode::kInvalidCredentials:
       code = StatusCode::PERMISSION_DENIED;
+      break;
+    case ErrorCode::kInvalidCredentials:
+      // The spec's "Not authenticated": the secrets (or the driver's own
+      // credentials) are not valid keys at all.
+      code = StatusCode::UNAUTHENTICATED;
       break;
     case ErrorCode::kNetwork:
     case ErrorCode::kThrottled:
@@ -108,10 +113,10 @@ class IdentityService final : public ::csi::v1::Identity::Service {
   grpc::Status GetPluginCapabilities(ServerContext*,
                                      const ::csi::v1::GetPluginCapabilitiesRequest*,
                                      ::csi::v1::GetPluginCapabilitiesResponse* resp) override {
-    if (o_.controller) {
-      resp->add_capabilities()->mutable_service()->set_type(
-          ::csi::v1::PluginCapability::Service::CONTROLLER_SERVICE);
-    }
+    // "The grand sum of all capabilities of all instances": the same answer
+    // in every --mode (the spec: regardless of which RPCs an instance serves).
+    resp->add_capabilities()->mutable_service()->set_type(
+        ::csi::v1::PluginCapability::Service::CONTROLLER_SERVICE);
     return grpc::Status::OK;
   }
   grpc::Status Probe(ServerContext*, const ::csi::v1::ProbeRequest*,
@@ -123,6 +128,37 @@ class IdentityService final : public ::csi::v1::Identity::Service {
  private:
   const ServerOptions& o_;
   const std::atomic<bool>& ready_;
+};
+
+// Every RPC no registered service answers (ListVolumes, snapshots,
+// NodeExpandVolume..., and the whole Controller or Node service in the other
+// --mode): UNIMPLEMENTED with a message, which the spec asks of every error
+// (gRPC's own answer to an unknown method has none).
+class UnimplementedService final : public grpc::CallbackGenericService {
+ public:
+  explicit UnimplementedService(const ServerOptions& o) : o_(o) {}
+
+  grpc::ServerGenericBidiReactor* CreateReactor(grpc::GenericCallbackServerContext* ctx) override {
+    class Reactor final : public grpc::ServerGenericBidiReactor {
+     public:
+      explicit Reactor(const std::string& message) {
+        Finish(grpc::Status(StatusCode::UNIMPLEMENTED, message));
+      }
+      void OnDone() override { delete this; }
+    };
+    const std::string& method = ctx->method();
+    std::string message = method + " is not implemented by " + kDriverName;
+    if (!o_.controller && method.starts_with("/csi.v1.Controller/")) {
+      message += ": this instance runs no Controller service (--mode node)";
+    } else if (!o_.node && method.starts_with("/csi.v1.Node/")) {
+      message += ": this instance runs no Node service (--mode controller)";
+    }
+    spdlog::info("{}", message);
+    return new Reactor(message);
+  }
+
+ private:
+  const ServerOptions& o_;
 };
 
 class ControllerService final : public ::csi::v1::Controller::Service {
@@ -211,9 +247,16 @@ class NodeService final : public ::csi::v1::Node::Service {
     if (auto s = not_ready(); !s.ok()) return s;
     Capability cap;
     if (req->has_volume_capability()) cap = to_capability(req->volume_capability());
-    if (!req->has_volume_capability() && !req->volume_id().empty() &&
-        !req->staging_target_path().empty() && !req->target_path().empty()) {
-      return grpc::Status(StatusCode::INVALID_ARGUMENT, "volume_capability is required");
+    if (!req->volume_id().empty() && !req->target_path().empty()) {
+      if (!req->has_volume_capability()) {
+        return grpc::Status(StatusCode::INVALID_ARGUMENT, "volume_capability is required");
+      }
+      // The spec's "Staging target path not set" for a plugin with STAGE_UNSTAGE_VOLUME.
+      if (req->staging_target_path().empty()) {
+        return grpc::Status(StatusCode::FAILED_PRECONDITION,
+                            "staging_target_path is not set: the volume is published from its "
+                            "NodeStageVolume path (STAGE_UNSTAGE_VOLUME)");
+      }
     }
     return finish("NodePublishVolume",
                   node_->publish(req->volume_id(), req->staging_target_path(),
@@ -319,6 +362,8 @@ Status run_server(const ServerOptions& options) {
     node_service = std::make_unique<NodeService>(options, node, ready);
     builder.RegisterService(node_service.get());
   }
+  UnimplementedService unimplemented(options);
+  builder.RegisterCallbackGenericService(&unimplemented);
   // The socket is created 0600: only root (kubelet, the sidecars) may talk.
   mode_t old_mask = ::umask(0177);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();

@@ -89,6 +89,59 @@ const std::set<std::string>& flag_options() {
   return keys;
 }
 
+// The value of an allowed mount option, checked as `nacre mount` checks it:
+// a value it refuses is the caller's error (INVALID_ARGUMENT), not a mount
+// that fails at every retry.
+Status check_option_value(const std::string& key, const std::string& value) {
+  auto number = [&](double lo, double hi, bool integer) -> Status {
+    try {
+      size_t used = 0;
+      double n = std::stod(value, &used);
+      if (used == value.size() && n >= lo && n <= hi && (!integer || n == static_cast<long>(n))) {
+        return {};
+      }
+    } catch (const std::exception&) {
+    }
+    return invalid("expected " + std::string(integer ? "an integer" : "a number") + " from " +
+                   std::to_string(static_cast<long>(lo)) + " to " +
+                   (hi > 1e9 ? std::string("any") : std::to_string(static_cast<long>(hi))));
+  };
+  auto either = [](auto r) -> Status {
+    if (!r) return std::unexpected(r.error());
+    return {};
+  };
+  if (key == "uid" || key == "gid") return either(cli::parse_id(value, key));
+  if (key == "file-mode" || key == "dir-mode") return either(cli::parse_mode(value));
+  if (key == "metadata-ttl") return either(cli::parse_ttl(value));
+  if (key == "cache-size") return either(cli::parse_bytes(value));
+  if (key == "hydrate-min-size") return value == "off" ? Status{} : either(cli::parse_bytes(value));
+  if (key == "import-policy" || key == "export-policy") {
+    std::string list = value;
+    std::replace(list.begin(), list.end(), ':', ',');
+    return key == "import-policy" ? either(cli::parse_import_policy(list))
+                                  : either(cli::parse_export_policy(list));
+  }
+  if (key == "addressing-style") {
+    if (value == "auto" || value == "path" || value == "virtual") return {};
+    return invalid("expected auto, path or virtual");
+  }
+  if (key == "log-level") {
+    for (const char* l : {"trace", "debug", "info", "warn", "error"}) {
+      if (value == l) return {};
+    }
+    return invalid("expected trace, debug, info, warn or error");
+  }
+  if (key == "fetch-threads" || key == "fuse-threads") return number(1, 256, true);
+  if (key == "max-attempts") return number(1, 20, true);
+  if (key == "part-size") return number(1, 1024, false);
+  if (key == "connect-timeout" || key == "stall-timeout") {
+    if (auto ok = number(0, 1e300, false); !ok || std::stod(value) <= 0) {
+      return invalid("expected a number of seconds above 0");
+    }
+  }
+  return {};
+}
+
 }  // namespace
 
 Result<bool> access_mode_read_only(int mode) {
@@ -162,7 +215,16 @@ Result<std::string> check_mount_option(const std::string& option) {
   if (!takes_value && eq != std::string::npos) {
     return invalid("mount option '" + option + "' takes no value");
   }
-  return takes_value ? key + option.substr(eq) : key;
+  if (!takes_value) return key;
+  std::string value = option.substr(eq + 1);
+  // -o splits at commas: policy lists go as NEW:CHANGED (`nacre mount` reads both).
+  if (key == "import-policy" || key == "export-policy") {
+    std::replace(value.begin(), value.end(), ',', ':');
+  }
+  if (auto ok = check_option_value(key, value); !ok) {
+    return invalid("mount option '" + option + "': " + ok.error().message);
+  }
+  return key + "=" + value;
 }
 
 Result<VolumeSpec> parse_volume_attributes(const StringMap& attrs, const DriverDefaults& defaults) {
@@ -255,6 +317,14 @@ Result<VolumeSpec> parse_volume_attributes(const StringMap& attrs, const DriverD
     return invalid("s3ExportPath needs s3ImportPath (and must equal it)");
   }
   if (spec.bucket.empty()) return invalid("bucketName (or s3ImportPath) is required");
+  // What `nacre mount` will take: a valid bucket name, and no empty, '.' or
+  // '..' component in the prefix (S3 keeps them literally; no directory can).
+  if (auto src = fs::parse_mount_source("s3://" + spec.bucket +
+                                        (spec.prefix.empty() ? "" : "/" + spec.prefix));
+      !src) {
+    return invalid((import_path.empty() ? "bucketName/prefix: " : "s3ImportPath: ") +
+                   src.error().message);
+  }
   return spec;
 }
 
@@ -447,6 +517,11 @@ Result<ProvisionPlan> plan_volume(const std::string& name, const StringMap& para
     }
     std::string base = strip_slashes(get("basePrefix", ""));
     plan.spec.prefix = base.empty() ? path : base + "/" + path;
+    if (auto src = fs::parse_mount_source("s3://" + plan.spec.bucket + "/" + plan.spec.prefix);
+        !src) {
+      return invalid("basePrefix '" + base + "' and pathPattern '" + pattern +
+                     "' give the prefix '" + plan.spec.prefix + "': " + src.error().message);
+    }
     plan.id.kind = VolumeId::Kind::kFresh;
     plan.id.delete_data = is_true(get("deleteData", "false"));
     if (auto d = get("deleteData", "false"); !is_true(d) && d != "false" && d != "False" &&

@@ -5,12 +5,15 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "common/error.h"
+#include "s3/object_client.h"
 
 namespace nacre::csi {
 
@@ -80,6 +83,10 @@ struct VolumeSpec {
 // Applies a capability (mount flags on the allow-list, access mode, mount
 // group) to a spec.
 [[nodiscard]] Status apply_capability(VolumeSpec& spec, const Capability& cap);
+
+// S3 clients for a volume's endpoint and secrets (tests pass a fake).
+using ClientFactory = std::function<Result<std::unique_ptr<s3::ObjectClient>>(
+    const VolumeSpec& spec, const Secrets& secrets)>;
 
 // The mount options a user may pass (PV mountOptions / StorageClass
 // mountOptions), '-' or '_'; anything else is INVALID_ARGUMENT naming it.
