@@ -63,7 +63,11 @@ struct CsiCommand {
     o.node_options.node_id = node_id;
     o.node_options.state_dir = state_dir;
     o.node_options.cache_dir = cache_dir;
-    o.node_options.nacre_binary = std::string(self, static_cast<size_t>(n));
+    // After a package upgrade replaced the binary, the link reads
+    // "PATH (deleted)": the new binary at PATH is the one to run.
+    std::string binary(self, static_cast<size_t>(n));
+    if (binary.ends_with(" (deleted)")) binary.resize(binary.size() - 10);
+    o.node_options.nacre_binary = binary;
     o.node_options.defaults = defaults;
     if (!mounter_socket.empty()) o.node_options.launcher = csi::mounter_launcher(mounter_socket);
     o.controller_options.state_dir = state_dir;

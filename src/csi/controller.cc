@@ -145,6 +145,31 @@ Result<CreatedVolume> Controller::create(const std::string& name, int64_t requir
       }
     } else if (head.error().code == ErrorCode::kNoSuchKey ||
                head.error().code == ErrorCode::kNotFound) {
+      // Never claim what is not new: data under the prefix that no volume
+      // created (a dataset a deleteData volume would later delete), or a
+      // prefix inside another volume (deleting that one would take this one).
+      s3::ListRequest req;
+      req.bucket = plan->spec.bucket;
+      req.prefix = marker;
+      req.max_keys = 1;
+      auto page = (*client)->list_objects(req);
+      if (!page) return std::unexpected(page.error());
+      if (!page->objects.empty()) {
+        return fail(ErrorCode::kExists,
+                    "s3://" + plan->spec.bucket + "/" + marker +
+                        " holds objects that no Nacre volume created: choose another "
+                        "basePrefix/pathPattern, or link the data with s3ImportPath");
+      }
+      for (size_t slash = marker.find('/'); slash + 1 < marker.size();
+           slash = marker.find('/', slash + 1)) {
+        const std::string outer = marker.substr(0, slash + 1);
+        auto o = (*client)->head_object(plan->spec.bucket, outer);
+        if (o && o->metadata.contains(kNameMeta)) {
+          return fail(ErrorCode::kExists, "s3://" + plan->spec.bucket + "/" + marker +
+                                              " lies inside volume " +
+                                              o->metadata.at(kNameMeta) + " (" + outer + ")");
+        }
+      }
       s3::UserMetadata meta;
       fs::PosixMetadata posix;
       posix.mode = S_IFDIR | 0755;
@@ -198,18 +223,38 @@ Status Controller::remove(const std::string& volume_id, const StringMap& secrets
   }
   auto client = client_for(*id, secrets);
   if (!client) return std::unexpected(client.error());
+  // The prefix is this volume's only while its marker names it: a retried
+  // DeleteVolume after the name was taken again by another volume (same
+  // pathPattern) must not delete that one. The marker goes last, so a
+  // deletion cut short keeps the prefix claimed until a retry finishes it.
+  const std::string marker = id->prefix + "/";
+  auto head = (*client)->head_object(id->bucket, marker);
+  if (!head) {
+    if (head.error().code == ErrorCode::kNoSuchKey || head.error().code == ErrorCode::kNotFound ||
+        head.error().code == ErrorCode::kNoSuchBucket) {
+      spdlog::info("DeleteVolume of {}: no marker, nothing left to delete", volume_id);
+      return save_records(state_file(), records);
+    }
+    return std::unexpected(explain_head_error(**client, id->bucket, marker, head.error()));
+  }
+  auto owner = head->metadata.find(kNameMeta);
+  if (owner == head->metadata.end() || name_tag(owner->second) != id->name_tag) {
+    spdlog::warn("DeleteVolume of {}: s3://{}/{} now belongs to {}; nothing deleted", volume_id,
+                 id->bucket, marker,
+                 owner == head->metadata.end() ? "no Nacre volume" : owner->second);
+    return save_records(state_file(), records);
+  }
   s3::ListRequest req;
   req.bucket = id->bucket;
-  req.prefix = id->prefix + "/";
+  req.prefix = marker;
   size_t deleted = 0;
   for (;;) {
     auto page = (*client)->list_objects(req);
-    if (!page) {
-      if (page.error().code == ErrorCode::kNoSuchBucket) break;  // gone with its bucket
-      return std::unexpected(page.error());
-    }
+    if (!page) return std::unexpected(page.error());
     std::vector<std::string> keys;
-    for (const auto& o : page->objects) keys.push_back(o.key);
+    for (const auto& o : page->objects) {
+      if (o.key != marker) keys.push_back(o.key);
+    }
     if (!keys.empty()) {
       auto failed = (*client)->delete_objects(id->bucket, keys);
       if (!failed) return std::unexpected(failed.error());
@@ -223,6 +268,9 @@ Status Controller::remove(const std::string& volume_id, const StringMap& secrets
     }
     if (page->next_continuation_token.empty()) break;
     req.continuation_token = page->next_continuation_token;
+  }
+  if (auto ok = (*client)->delete_object(id->bucket, marker); !ok) {
+    return std::unexpected(ok.error());
   }
   spdlog::info("deleted volume {} and its {} objects", volume_id, deleted);
   return save_records(state_file(), records);
@@ -247,6 +295,10 @@ Result<std::string> Controller::validate(const std::string& volume_id,
       }
       return std::unexpected(
           explain_head_error(**client, id->bucket, id->prefix + "/", head.error()));
+    }
+    if (auto owner = head->metadata.find(kNameMeta);
+        owner == head->metadata.end() || name_tag(owner->second) != id->name_tag) {
+      return fail(ErrorCode::kNotFound, "no volume " + volume_id + ": its prefix has another owner");
     }
   }
   for (const auto& c : caps) {

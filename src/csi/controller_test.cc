@@ -62,7 +62,7 @@ TEST_F(ControllerTest, FreshVolumeIsAPrefixWithAMarkerAndRepeatsAreIdempotent) {
   const StringMap params = {{"bucketName", "bkt"}, {"basePrefix", "volumes"}};
   auto v = create("pvc-1", params);
   ASSERT_TRUE(v) << v.error().message;
-  EXPECT_EQ(v->volume_id, "fresh:bkt/volumes/pvc-1");
+  EXPECT_EQ(v->volume_id, "fresh:bkt/volumes/pvc-1;n=" + name_tag("pvc-1"));
   EXPECT_EQ(v->capacity_bytes, 1 << 30);
   EXPECT_EQ(v->context.at("prefix"), "volumes/pvc-1");
   auto marker = s3_.head_object("bkt", "volumes/pvc-1/");
@@ -136,6 +136,36 @@ TEST_F(ControllerTest, DeleteKeepsDataUnlessAskedAndNeverTouchesALinkedDataset) 
   EXPECT_EQ(controller_->remove("", {}).error().code, ErrorCode::kInvalidArgument);
 }
 
+TEST_F(ControllerTest, AFreshVolumeNeverClaimsDataItDidNotCreate) {
+  ASSERT_TRUE(s3_.put_object({"bkt", "datasets/llama/w.bin", s3::Body::from_memory("w"), {}, ""}));
+  auto taken = create("llama", {{"bucketName", "bkt"}, {"basePrefix", "datasets"}});
+  ASSERT_FALSE(taken);
+  EXPECT_EQ(taken.error().code, ErrorCode::kExists);
+  EXPECT_FALSE(s3_.head_object("bkt", "datasets/llama/"));  // no marker was put
+  // Nor a prefix inside another volume: deleting that one would take it along.
+  ASSERT_TRUE(create("outer", {{"bucketName", "bkt"}, {"basePrefix", "vols"}}));
+  auto inner = create("inner", {{"bucketName", "bkt"}, {"basePrefix", "vols/outer"}});
+  ASSERT_FALSE(inner);
+  EXPECT_EQ(inner.error().code, ErrorCode::kExists);
+}
+
+TEST_F(ControllerTest, ARetriedDeleteNeverTakesTheVolumeThatReusedItsPrefix) {
+  const StringMap params = {{"bucketName", "bkt"}, {"pathPattern", "shared"}, {"deleteData", "true"}};
+  auto first = create("pv-old", params);
+  ASSERT_TRUE(first);
+  ASSERT_TRUE(controller_->remove(first->volume_id, {}));
+  auto second = create("pv-new", params);
+  ASSERT_TRUE(second) << second.error().message;
+  EXPECT_NE(second->volume_id, first->volume_id);
+  ASSERT_TRUE(s3_.put_object({"bkt", "shared/ckpt", s3::Body::from_memory("new data"), {}, ""}));
+  ASSERT_TRUE(controller_->remove(first->volume_id, {}));  // a late retry of the old one
+  EXPECT_EQ(objects_under("bkt", "shared/"), 2u);          // marker + ckpt, untouched
+  EXPECT_EQ(controller_->validate(first->volume_id, {Capability{false, true, "", {}, "", 1}}, {})
+                .error()
+                .code,
+            ErrorCode::kNotFound);
+}
+
 TEST_F(ControllerTest, ValidateKnowsItsVolumesAndRefusesBlock) {
   auto v = create("pvc-v", {{"bucketName", "bkt"}});
   ASSERT_TRUE(v);
@@ -150,7 +180,7 @@ TEST_F(ControllerTest, ValidateKnowsItsVolumesAndRefusesBlock) {
   Capability block = cap;
   block.block = true;
   EXPECT_NE(*controller_->validate(v->volume_id, {block}, {}), "");
-  EXPECT_EQ(controller_->validate("fresh:bkt/nothing-here", {cap}, {}).error().code,
+  EXPECT_EQ(controller_->validate("fresh:bkt/nothing-here;n=01234567", {cap}, {}).error().code,
             ErrorCode::kNotFound);
   EXPECT_EQ(controller_->validate("junk", {cap}, {}).error().code, ErrorCode::kNotFound);
   EXPECT_EQ(controller_->validate("", {cap}, {}).error().code, ErrorCode::kInvalidArgument);

@@ -29,7 +29,8 @@ std::vector<MountEntry> read_mountinfo();
 // The topmost mount at exactly `path`, if any.
 std::optional<MountEntry> find_mount(const std::vector<MountEntry>& table, const std::string& path);
 
-// mount --bind SOURCE TARGET, then remounted read-only when asked.
+// mount --bind SOURCE TARGET, then remounted read-only when asked. SOURCE (a
+// mount point) is made private first, so no two binds of it are peers.
 [[nodiscard]] Status bind_mount(const std::string& source, const std::string& target,
                                 bool read_only);
 // umount -l on every mount stacked at `path` (never follows symlinks, never

@@ -110,8 +110,8 @@ TEST(NodeStateFile, RoundTripsAndRefusesDamage) {
   NodeState s;
   s.mounts["k1"] = MountRecord{"/m/k1", "/c/k1", "s3://b/p", {"mount", "s3://b/p"}, {"*.json"},
                                1234, true};
-  s.volumes["fresh:b/p"] = VolumeRecord{"k1", "/stage", true, 30, {"/t1", "/t2"}};
-  s.volumes["linked:b/q;v=x"] = VolumeRecord{"k1", "/stage2", false, 0, {}};
+  s.volumes["fresh:b/p"] = VolumeRecord{"k1", "s1", "2000", "/stage", true, 30, {"/t1", "/t2"}};
+  s.volumes["linked:b/q;v=x"] = VolumeRecord{"k1", "s1", "", "/stage2", false, 0, {}};
   ASSERT_TRUE(s.save(file));
   auto back = NodeState::load(file);
   ASSERT_TRUE(back);
@@ -119,6 +119,8 @@ TEST(NodeStateFile, RoundTripsAndRefusesDamage) {
   EXPECT_EQ(back->mounts.at("k1").args.size(), 2u);
   EXPECT_EQ(back->volumes.at("fresh:b/p").targets.size(), 2u);
   EXPECT_EQ(back->volumes.at("fresh:b/p").preload_wait_seconds, 30);
+  EXPECT_EQ(back->volumes.at("fresh:b/p").mount_group, "2000");
+  EXPECT_EQ(back->volumes.at("fresh:b/p").settings, "s1");
   EXPECT_EQ(back->users("k1"), 2);
   FILE* f = std::fopen(file.c_str(), "w");
   std::fputs("{ not json", f);

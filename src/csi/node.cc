@@ -33,15 +33,32 @@ Status make_dirs(const std::string& dir) {
   return {};
 }
 
+// Written whole or not at all (a crash leaves the old file), mode 0600.
 Status write_private(const std::string& file, const std::string& text) {
-  int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return fail_errno("write " + file, errno);
+  const std::string tmp = file + ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return fail_errno("write " + tmp, errno);
   ::fchmod(fd, 0600);
   ssize_t n = ::write(fd, text.data(), text.size());
   int err = errno;
+  if (n == static_cast<ssize_t>(text.size()) && ::fsync(fd) != 0) {
+    err = errno;
+    n = -1;
+  }
   ::close(fd);
-  if (n != static_cast<ssize_t>(text.size())) return fail_errno("write " + file, err);
+  if (n != static_cast<ssize_t>(text.size())) {
+    ::unlink(tmp.c_str());
+    return fail_errno("write " + tmp, n < 0 ? err : ENOSPC);
+  }
+  if (::rename(tmp.c_str(), file.c_str()) != 0) return fail_errno("rename " + tmp, errno);
   return {};
+}
+
+pid_t read_pid(const std::string& file) {
+  std::ifstream in(file);
+  pid_t pid = 0;
+  in >> pid;
+  return pid > 0 ? pid : 0;
 }
 
 Env credentials_env(const Secrets& s) {
@@ -72,6 +89,7 @@ struct Node::Preload {
   std::condition_variable cv;
   bool done = false;
   bool ok = false;
+  bool cancelled = false;  // its mount was stopped: leave no marker
 };
 
 Result<std::unique_ptr<Node>> Node::open(NodeOptions options) {
@@ -80,12 +98,21 @@ Result<std::unique_ptr<Node>> Node::open(NodeOptions options) {
   ::chmod(node->options_.state_dir.c_str(), 0700);
   if (auto ok = make_dirs(node->options_.cache_dir); !ok) return std::unexpected(ok.error());
   auto state = NodeState::load(node->state_file());
-  if (!state) return std::unexpected(state.error());
+  if (!state) {
+    // Unpublish and unstage need no records (they work on paths): a damaged
+    // file must not keep the plugin from answering terminating pods. The
+    // mounts it named are adopted again at their next stage.
+    const std::string aside = node->state_file() + ".damaged";
+    ::rename(node->state_file().c_str(), aside.c_str());
+    spdlog::error("{}; moved it to {} and starting with no records", state.error().describe(),
+                  aside);
+    state = NodeState{};
+  }
   node->state_ = std::move(*state);
   // Rediscovery: the mounts outlived the previous plugin; say how each is.
   std::lock_guard lock(node->mu_);
   for (const auto& [key, m] : node->state_.mounts) {
-    std::string problem = node->mount_problem(key);
+    std::string problem = node->mount_problem(key).reason;
     if (problem.empty()) {
       spdlog::info("found mount {} of {} at {} (pid {}), serving", key, m.source, m.dir, m.pid);
     } else {
@@ -95,7 +122,7 @@ Result<std::unique_ptr<Node>> Node::open(NodeOptions options) {
     }
     if (!m.preload.empty() && !stdfs::exists(node->mounts_dir() + "/" + key + ".preloaded") &&
         problem.empty()) {
-      node->start_preload(key);  // the previous plugin did not see it finish
+      node->start_preload(key, m.preload);  // the previous plugin did not see it finish
     }
   }
   spdlog::info("node {}: {} volumes staged on {} mounts", node->options_.node_id,
@@ -107,22 +134,53 @@ Node::~Node() = default;
 
 Status Node::save() { return state_.save(state_file()); }
 
-std::string Node::mount_problem(const std::string& key) {
+Node::Problem Node::mount_problem(const std::string& key) {
   const MountRecord& m = state_.mounts.at(key);
   auto entry = find_mount(read_mountinfo(), m.dir);
-  if (!entry || entry->fs_type != "fuse.nacre") return "not mounted at " + m.dir;
-  if (!process_alive(m.pid, m.dir)) return "its process (pid " + std::to_string(m.pid) + ") is gone";
+  if (!entry || entry->fs_type != "fuse.nacre") return {true, "not mounted at " + m.dir};
+  if (!process_alive(m.pid, m.dir)) {
+    return {true, "its process (pid " + std::to_string(m.pid) + ") is gone"};
+  }
   Probe p = probe_path(m.dir, options_.probe_deadline);
   if (!p.answered) {
-    return "it does not answer (statfs took longer than " +
-           std::to_string(options_.probe_deadline.count()) + " ms)";
+    // Busy (a slow S3, every FUSE thread waiting) is not dead: it is
+    // reported, never killed.
+    return {false, "it does not answer (statfs took longer than " +
+                       std::to_string(options_.probe_deadline.count()) + " ms)"};
   }
-  if (p.error != 0) return std::string("statfs fails: ") + std::strerror(p.error);
-  return "";
+  if (p.error == ENOTCONN || p.error == ECONNABORTED) {
+    return {true, std::string("statfs fails: ") + std::strerror(p.error)};
+  }
+  if (p.error != 0) return {false, std::string("statfs fails: ") + std::strerror(p.error)};
+  return {};
 }
 
 Status Node::start_mount(const std::string& key, MountRecord record, const Env& env) {
   const std::string pid_file = mounts_dir() + "/" + key + ".pid";
+  // A mount nobody recorded (the plugin died between starting it and saving
+  // node.json, or gave up waiting while it came up) is adopted if it serves,
+  // else taken down: it would hold the cache directory, and a stat of its
+  // directory could hang.
+  const pid_t old = read_pid(pid_file);
+  auto entry = find_mount(read_mountinfo(), record.dir);
+  if (entry && entry->fs_type == "fuse.nacre" && process_alive(old, record.dir)) {
+    Probe p = probe_path(record.dir, options_.probe_deadline);
+    if (p.answered && p.error == 0) {
+      spdlog::warn("mount {} of {} was serving unrecorded (pid {}): adopted", key, record.source,
+                   old);
+      record.pid = old;
+      state_.mounts[key] = std::move(record);
+      return save();
+    }
+  }
+  if (process_alive(old, record.dir)) {
+    ::kill(old, SIGKILL);
+    wait_exit(old, record.dir, std::chrono::milliseconds(2000));
+  }
+  if (entry) {
+    if (entry->fs_type == "fuse.nacre") (void)abort_fuse_connection(entry->minor);
+    if (auto d = detach_mounts(record.dir); !d) return std::unexpected(d.error());
+  }
   ::unlink(pid_file.c_str());
   if (auto ok = make_dirs(record.dir); !ok) return ok;
   if (auto ok = make_dirs(record.cache_dir); !ok) return ok;
@@ -131,6 +189,14 @@ Status Node::start_mount(const std::string& key, MountRecord record, const Env& 
   argv.insert(argv.end(), {"--pid-file", pid_file});
   spdlog::info("starting the mount {} of {} at {}", key, record.source, record.dir);
   auto run = options_.launcher(argv, env, options_.mount_deadline, {});
+  if (!run || run->status != 0) {
+    // What came up before the failure (or the deadline) must not stay.
+    if (pid_t orphan = read_pid(pid_file); process_alive(orphan, record.dir)) {
+      ::kill(orphan, SIGKILL);
+      wait_exit(orphan, record.dir, std::chrono::milliseconds(2000));
+    }
+    (void)detach_mounts(record.dir);
+  }
   if (!run) return std::unexpected(run.error());
   if (run->status != 0) {
     std::string out = run->output;
@@ -149,9 +215,7 @@ Status Node::start_mount(const std::string& key, MountRecord record, const Env& 
     return fail(code, "mounting " + record.source + " failed" +
                           (run->status < 0 ? " (no answer in time)" : "") + ": " + out);
   }
-  std::ifstream in(pid_file);
-  pid_t pid = 0;
-  in >> pid;
+  const pid_t pid = read_pid(pid_file);
   if (pid <= 0) return fail(ErrorCode::kIo, "the mount of " + record.source + " wrote no pid");
   record.pid = pid;
   state_.mounts[key] = std::move(record);
@@ -161,13 +225,23 @@ Status Node::start_mount(const std::string& key, MountRecord record, const Env& 
 
 Status Node::ensure_mount(const std::string& key, const MountRecord* fresh, const Env* env) {
   auto it = state_.mounts.find(key);
-  std::string problem = it == state_.mounts.end() ? "new" : mount_problem(key);
-  if (problem.empty()) return {};
-  MountRecord record = it != state_.mounts.end() ? it->second : *fresh;
-  Env saved;
+  if (it == state_.mounts.end() && !fresh) {
+    return fail(ErrorCode::kPreconditionFailed, "no mount is recorded for this volume: stage it again");
+  }
   const std::string env_file = mounts_dir() + "/" + key + ".env";
+  // The latest secrets are kept for a later repair (rotated keys included).
   if (env) {
     if (auto ok = write_private(env_file, nlohmann::json(*env).dump()); !ok) return ok;
+  }
+  Problem problem = it == state_.mounts.end() ? Problem{true, "new"} : mount_problem(key);
+  if (problem.reason.empty()) return {};
+  if (!problem.dead) {
+    spdlog::warn("mount {}: {}; left alone (busy, not dead)", key, problem.reason);
+    return {};
+  }
+  MountRecord record = it != state_.mounts.end() ? it->second : *fresh;
+  Env saved;
+  if (env) {
     saved = *env;
   } else {
     std::ifstream in(env_file);
@@ -177,8 +251,8 @@ Status Node::ensure_mount(const std::string& key, const MountRecord* fresh, cons
       return fail(ErrorCode::kIo, "credentials file " + env_file + " is damaged: stage again");
     }
   }
-  if (problem != "new") {
-    spdlog::warn("repairing mount {} of {}: {}", key, record.source, problem);
+  if (problem.reason != "new") {
+    spdlog::warn("repairing mount {} of {}: {}", key, record.source, problem.reason);
     if (record.pid > 0 && process_alive(record.pid, record.dir)) {
       // Alive but not serving: it must not hold the cache directory's lock.
       ::kill(record.pid, SIGKILL);
@@ -199,10 +273,15 @@ Status Node::ensure_mount(const std::string& key, const MountRecord* fresh, cons
       return bind_mount(dir, path, ro);
     };
     if (auto ok = rebind(v.staging_path, v.read_only); !ok) return ok;
-    for (const auto& t : v.targets) {
-      auto entry = find_mount(read_mountinfo(), t);
-      if (auto ok = rebind(t, v.read_only || (entry && entry->read_only)); !ok) return ok;
-      spdlog::info("volume {}: target {} bound to the repaired mount", id, t);
+    for (auto t = v.targets.begin(); t != v.targets.end();) {
+      auto entry = find_mount(read_mountinfo(), *t);
+      if (!entry) {  // unpublished meanwhile (its record was not updated in time)
+        t = v.targets.erase(t);
+        continue;
+      }
+      if (auto ok = rebind(*t, v.read_only || entry->read_only); !ok) return ok;
+      spdlog::info("volume {}: target {} bound to the repaired mount", id, *t);
+      ++t;
     }
   }
   return {};
@@ -219,7 +298,8 @@ Status Node::stage(const std::string& volume_id, const std::string& staging_path
   auto creds = parse_secrets(secrets);
   if (!creds) return std::unexpected(creds.error());
   if (!creds->ca_bundle_pem.empty()) spec->ca_bundle_pem = creds->ca_bundle_pem;
-  const std::string key = mount_key(*spec, *creds);
+  std::string key = mount_key(*spec, *creds);
+  const std::string settings = mount_key(*spec, Secrets{});
 
   std::unique_lock lock(mu_);
   if (!state_.volumes.contains(volume_id) && options_.make_client) {
@@ -247,11 +327,14 @@ Status Node::stage(const std::string& volume_id, const std::string& staging_path
     }
   }
   if (auto v = state_.volumes.find(volume_id); v != state_.volumes.end()) {
-    if (v->second.mount_key != key || v->second.staging_path != staging_path) {
+    if (v->second.settings != settings || v->second.staging_path != staging_path) {
       return fail(ErrorCode::kExists,
                   "volume " + volume_id + " is staged at " + v->second.staging_path +
-                      " with other settings (access mode, mount options or secrets)");
+                      " with other settings (access mode, mount options, fsGroup)");
     }
+    // Same volume, same settings: only the secrets may have changed (rotated);
+    // it stays on its mount, which gets the new keys at its next start.
+    key = v->second.mount_key;
   }
   MountRecord record;
   record.dir = mounts_dir() + "/" + key;
@@ -282,24 +365,33 @@ Status Node::stage(const std::string& volume_id, const std::string& staging_path
   }
   VolumeRecord& v = state_.volumes[volume_id];
   v.mount_key = key;
+  v.settings = settings;
+  v.mount_group = cap.mount_group;
   v.staging_path = staging_path;
   v.read_only = spec->read_only;
   v.preload_wait_seconds = spec->preload_wait_seconds;
   if (auto ok = save(); !ok) return ok;
   spdlog::info("staged volume {} at {} (mount {}, {} volumes on it)", volume_id, staging_path,
                key, state_.users(key));
-  if (!spec->preload.empty() && !preloads_.contains(key) &&
-      !stdfs::exists(mounts_dir() + "/" + key + ".preloaded")) {
-    start_preload(key);
+  if (!spec->preload.empty()) {
+    MountRecord& m = state_.mounts.at(key);
+    if (m.preload.empty()) {  // the mount was staged first for a volume without preload
+      m.preload = spec->preload;
+      if (auto ok = save(); !ok) return ok;
+    }
+    if (!preloads_.contains(key) && !stdfs::exists(mounts_dir() + "/" + key + ".preloaded")) {
+      start_preload(key, spec->preload);
+    }
   }
   return {};
 }
 
-void Node::start_preload(const std::string& key) {
+void Node::start_preload(const std::string& key, const std::vector<std::string>& globs) {
+  if (globs.empty()) return;
   auto p = std::make_shared<Preload>();
   preloads_[key] = p;
   const MountRecord& m = state_.mounts.at(key);
-  std::thread([p, key, dir = m.dir, globs = m.preload, binary = options_.nacre_binary,
+  std::thread([p, key, dir = m.dir, globs, binary = options_.nacre_binary,
                marker = mounts_dir() + "/" + key + ".preloaded"] {
     std::vector<std::string> files;
     for (const auto& g : globs) {
@@ -326,18 +418,19 @@ void Node::start_preload(const std::string& key) {
                       run ? run->output : run.error().describe());
       }
     }
-    if (ok) {
+    std::lock_guard lock(p->mu);
+    if (ok && !p->cancelled) {
       std::ofstream(marker) << "done\n";
       spdlog::info("preload of mount {} done", key);
     }
-    std::lock_guard lock(p->mu);
     p->done = true;
     p->ok = ok;
     p->cv.notify_all();
   }).detach();
 }
 
-void Node::wait_preload(const std::string& key, int seconds, std::unique_lock<std::mutex>& lock) {
+void Node::wait_preload(const std::string& key, int seconds,
+                        std::unique_lock<std::timed_mutex>& lock) {
   if (seconds <= 0) return;
   auto it = preloads_.find(key);
   if (it == preloads_.end()) return;
@@ -367,6 +460,13 @@ Status Node::publish(const std::string& volume_id, const std::string& staging_pa
                 "volume " + volume_id + " is not staged at " + staging_path);
   }
   const std::string key = v->second.mount_key;
+  if (!cap.mount_group.empty() && cap.mount_group != v->second.mount_group) {
+    // One mount serves the volume on this node, with the group it was staged for.
+    return fail(ErrorCode::kPreconditionFailed,
+                "volume " + volume_id + " is staged for fsGroup '" + v->second.mount_group +
+                    "'; a pod with fsGroup " + cap.mount_group +
+                    " cannot share it on this node (use one fsGroup per volume)");
+  }
   if (!ro_mode && v->second.read_only && !readonly) {
     return fail(ErrorCode::kExists, "volume " + volume_id +
                                         " is staged read-only and cannot be published writable");
@@ -404,13 +504,20 @@ Status Node::publish(const std::string& volume_id, const std::string& staging_pa
 Status Node::unpublish(const std::string& volume_id, const std::string& target_path) {
   if (volume_id.empty()) return invalid("volume_id is required");
   if (target_path.empty()) return invalid("target_path is required");
-  std::lock_guard lock(mu_);
   // umount -l never waits on the FUSE daemon, and nothing here looks inside
-  // the mount: a hung or dead mount cannot hang a terminating pod.
+  // the mount: a hung or dead mount cannot hang a terminating pod. Neither
+  // needs the lock, so a slow stage of another volume cannot either.
   auto detached = detach_mounts(target_path);
   if (!detached) return std::unexpected(detached.error());
   if (::rmdir(target_path.c_str()) != 0 && errno != ENOENT) {
     spdlog::warn("volume {}: rmdir {}: {}", volume_id, target_path, std::strerror(errno));
+  }
+  std::unique_lock lock(mu_, std::chrono::seconds(5));
+  if (!lock.owns_lock()) {
+    // Unmounted already; the record is corrected by the next repair or stage.
+    spdlog::warn("unpublished volume {} from {}; its record waits (node busy)", volume_id,
+                 target_path);
+    return {};
   }
   if (auto v = state_.volumes.find(volume_id); v != state_.volumes.end()) {
     v->second.targets.erase(target_path);
@@ -448,16 +555,25 @@ void Node::stop_mount(const std::string& key) {
   }
   ::rmdir(m.dir.c_str());
   state_.mounts.erase(key);
-  preloads_.erase(key);
+  if (auto p = preloads_.find(key); p != preloads_.end()) {
+    std::lock_guard plock(p->second->mu);
+    p->second->cancelled = true;
+    preloads_.erase(p);
+  }
   spdlog::info("mount {} of {} {} (its node cache stays in {})", key, m.source, how, m.cache_dir);
 }
 
 Status Node::unstage(const std::string& volume_id, const std::string& staging_path) {
   if (volume_id.empty()) return invalid("volume_id is required");
   if (staging_path.empty()) return invalid("staging_target_path is required");
-  std::lock_guard lock(mu_);
   auto detached = detach_mounts(staging_path);
   if (!detached) return std::unexpected(detached.error());
+  std::unique_lock lock(mu_, std::chrono::seconds(5));
+  if (!lock.owns_lock()) {
+    return fail(ErrorCode::kCancelled, "staging path " + staging_path +
+                                           " detached; another operation on this node is "
+                                           "running, try again");
+  }
   auto v = state_.volumes.find(volume_id);
   if (v == state_.volumes.end() || v->second.staging_path != staging_path) {
     spdlog::info("unstage of volume {} at {}: not staged here ({} mounts detached)", volume_id,
@@ -479,7 +595,8 @@ Status Node::unstage(const std::string& volume_id, const std::string& staging_pa
 Result<VolumeStats> Node::stats(const std::string& volume_id, const std::string& path) {
   if (volume_id.empty()) return invalid("volume_id is required");
   if (path.empty()) return invalid("volume_path is required");
-  std::lock_guard lock(mu_);
+  std::unique_lock lock(mu_, std::chrono::seconds(5));
+  if (!lock.owns_lock()) return fail(ErrorCode::kCancelled, "the node plugin is busy, try again");
   auto v = state_.volumes.find(volume_id);
   if (v == state_.volumes.end()) {
     return fail(ErrorCode::kNotFound, "volume " + volume_id + " is not staged on this node");
@@ -491,7 +608,7 @@ Result<VolumeStats> Node::stats(const std::string& volume_id, const std::string&
   VolumeStats out;
   const std::string& key = v->second.mount_key;
   std::string problem =
-      state_.mounts.contains(key) ? mount_problem(key) : "its mount is not recorded";
+      state_.mounts.contains(key) ? mount_problem(key).reason : "its mount is not recorded";
   if (problem.empty()) {
     auto entry = find_mount(read_mountinfo(), path);
     auto mounted = find_mount(read_mountinfo(), state_.mounts.at(key).dir);

@@ -10,6 +10,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <vector>
 #include <string>
 
 #include "csi/mounter.h"
@@ -62,8 +63,14 @@ class Node {
   std::string state_file() const { return options_.state_dir + "/node.json"; }
   std::string mounts_dir() const { return options_.state_dir + "/mounts"; }
   [[nodiscard]] Status save();
-  // Why the mount with `key` cannot serve, or "" when it can.
-  std::string mount_problem(const std::string& key);
+  // Why the mount with `key` cannot serve ("" when it can). `dead` tells a
+  // mount that is gone (nothing mounted, process gone, ENOTCONN) from one
+  // that only does not answer in time (busy): only a dead one is replaced.
+  struct Problem {
+    bool dead = false;
+    std::string reason;
+  };
+  Problem mount_problem(const std::string& key);
   // Starts the mount for `key` if it is not serving (restarting one that died)
   // and rebinds the staging and target paths of its volumes.
   [[nodiscard]] Status ensure_mount(const std::string& key, const MountRecord* fresh,
@@ -71,11 +78,14 @@ class Node {
   [[nodiscard]] Status start_mount(const std::string& key, MountRecord record,
                                    const std::map<std::string, std::string>& env);
   void stop_mount(const std::string& key);
-  void start_preload(const std::string& key);
-  void wait_preload(const std::string& key, int seconds, std::unique_lock<std::mutex>& lock);
+  void start_preload(const std::string& key, const std::vector<std::string>& globs);
+  void wait_preload(const std::string& key, int seconds, std::unique_lock<std::timed_mutex>& lock);
 
   NodeOptions options_;
-  std::mutex mu_;  // one node operation at a time; all fields below
+  // One stage or publish at a time; all fields below. Unpublish and unstage
+  // detach their paths before taking it and wait for it only so long, so a
+  // slow stage of one volume never holds up a terminating pod of another.
+  std::timed_mutex mu_;
   NodeState state_;
   std::map<std::string, std::shared_ptr<Preload>> preloads_;
 };

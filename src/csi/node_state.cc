@@ -14,11 +14,9 @@ using nlohmann::json;
 
 Result<NodeState> NodeState::load(const std::string& file) {
   NodeState state;
+  if (::access(file.c_str(), F_OK) != 0 && errno == ENOENT) return state;  // first start
   std::ifstream in(file);
-  if (!in) {
-    if (errno == ENOENT) return state;  // first start
-    return fail_errno("read " + file, errno);
-  }
+  if (!in) return fail(ErrorCode::kIo, "cannot read " + file);
   std::stringstream text;
   text << in.rdbuf();
   try {
@@ -37,6 +35,8 @@ Result<NodeState> NodeState::load(const std::string& file) {
     for (const auto& [id, v] : j.at("volumes").items()) {
       VolumeRecord r;
       r.mount_key = v.at("mount");
+      r.settings = v.value("settings", "");
+      r.mount_group = v.value("mount_group", "");
       r.staging_path = v.at("staging_path");
       r.read_only = v.value("read_only", false);
       r.preload_wait_seconds = v.value("preload_wait_seconds", 0);
@@ -59,6 +59,8 @@ Status NodeState::save(const std::string& file) const {
   }
   for (const auto& [id, v] : volumes) {
     j["volumes"][id] = {{"mount", v.mount_key},
+                        {"settings", v.settings},
+                        {"mount_group", v.mount_group},
                         {"staging_path", v.staging_path},
                         {"read_only", v.read_only},
                         {"preload_wait_seconds", v.preload_wait_seconds},

@@ -27,6 +27,8 @@ struct MountRecord {
 
 struct VolumeRecord {
   std::string mount_key;
+  std::string settings;     // mount_key without the credentials: rotated keys restage
+  std::string mount_group;  // the fsGroup it was staged for ("" none)
   std::string staging_path;
   bool read_only = false;
   int preload_wait_seconds = 0;

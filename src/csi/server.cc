@@ -41,6 +41,9 @@ grpc::Status to_grpc(const Error& e) {
     case ErrorCode::kInvalidRange:
       code = StatusCode::OUT_OF_RANGE;
       break;
+    case ErrorCode::kCancelled:  // another operation holds the node: retry
+      code = StatusCode::ABORTED;
+      break;
     case ErrorCode::kAccessDenied:
       code = StatusCode::PERMISSION_DENIED;
       break;

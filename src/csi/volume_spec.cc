@@ -395,6 +395,8 @@ std::string mount_key(const VolumeSpec& spec, const Secrets& secrets) {
   return s3::sha256_hex(text).substr(0, 16);
 }
 
+std::string name_tag(const std::string& name) { return s3::sha256_hex(name).substr(0, 8); }
+
 Result<std::string> encode_volume_id(const VolumeId& id) {
   if (id.bucket.empty()) return invalid("volume id needs a bucket");
   auto bad = [](const std::string& s) { return s.find(';') != std::string::npos; };
@@ -406,6 +408,7 @@ Result<std::string> encode_volume_id(const VolumeId& id) {
                                                        : "fresh:";
   out += id.bucket + "/" + id.prefix;
   if (id.kind == VolumeId::Kind::kLinked) out += ";v=" + id.name;
+  if (id.kind == VolumeId::Kind::kFresh) out += ";n=" + id.name_tag;
   if (!id.endpoint_url.empty()) out += ";e=" + id.endpoint_url;
   if (!id.region.empty()) out += ";r=" + id.region;
   if (out.size() > 128) {
@@ -440,6 +443,8 @@ Result<VolumeId> decode_volume_id(const std::string& text) {
     const std::string& f = fields[i];
     if (f.starts_with("v=")) {
       id.name = f.substr(2);
+    } else if (f.starts_with("n=")) {
+      id.name_tag = f.substr(2);
     } else if (f.starts_with("e=")) {
       id.endpoint_url = f.substr(2);
     } else if (f.starts_with("r=")) {
@@ -448,8 +453,8 @@ Result<VolumeId> decode_volume_id(const std::string& text) {
       return invalid("'" + text + "' has an unknown field '" + f + "'");
     }
   }
-  if (id.kind == VolumeId::Kind::kFresh && id.prefix.empty()) {
-    return invalid("'" + text + "': a fresh volume always has a prefix");
+  if (id.kind == VolumeId::Kind::kFresh && (id.prefix.empty() || id.name_tag.size() != 8)) {
+    return invalid("'" + text + "': a fresh volume always has a prefix and a name tag");
   }
   return id;
 }
@@ -523,6 +528,7 @@ Result<ProvisionPlan> plan_volume(const std::string& name, const StringMap& para
                      "' give the prefix '" + plan.spec.prefix + "': " + src.error().message);
     }
     plan.id.kind = VolumeId::Kind::kFresh;
+    plan.id.name_tag = name_tag(name);
     plan.id.delete_data = is_true(get("deleteData", "false"));
     if (auto d = get("deleteData", "false"); !is_true(d) && d != "false" && d != "False" &&
                                              d != "no" && d != "0") {

@@ -100,13 +100,18 @@ std::vector<std::string> mount_arguments(const VolumeSpec& spec, const std::stri
 // same dataset, settings and credentials. 16 hex digits.
 std::string mount_key(const VolumeSpec& spec, const Secrets& secrets);
 
-// Volume ids: "fresh:b/p", "fresh+delete:b/p", "linked:b/p;v=NAME", each with
-// ";e=ENDPOINT" and ";r=REGION" when not the driver's defaults. At most 128 bytes.
+// Volume ids: "fresh:b/p;n=H", "fresh+delete:b/p;n=H", "linked:b/p;v=NAME", each
+// with ";e=ENDPOINT" and ";r=REGION" when not the driver's defaults. H is
+// name_tag(NAME): DeleteVolume removes a fresh prefix only while its marker
+// still names the volume of the id. At most 128 bytes.
 struct VolumeId {
   enum class Kind { kFresh, kLinked } kind = Kind::kFresh;
   bool delete_data = false;  // fresh only
   std::string bucket, prefix, name, endpoint_url, region;
+  std::string name_tag;  // fresh only
 };
+// 8 hex digits of the SHA-256 of a volume's name.
+std::string name_tag(const std::string& name);
 [[nodiscard]] Result<std::string> encode_volume_id(const VolumeId& id);
 [[nodiscard]] Result<VolumeId> decode_volume_id(const std::string& text);
 

@@ -169,7 +169,8 @@ TEST(VolumeSpec, VolumeIdsRoundTripAndStayWithin128Bytes) {
   for (const char* bad : {"", "fs-0123", "fresh:", "fresh:bucket", "fresh:bkt/", "linked:bkt/p;x=1"}) {
     EXPECT_FALSE(decode_volume_id(bad)) << bad;
   }
-  auto fresh = decode_volume_id("fresh+delete:bkt/volumes/pvc-2");
+  EXPECT_FALSE(decode_volume_id("fresh+delete:bkt/volumes/pvc-2"));  // no name tag
+  auto fresh = decode_volume_id("fresh+delete:bkt/volumes/pvc-2;n=0a1b2c3d");
   ASSERT_TRUE(fresh);
   EXPECT_TRUE(fresh->delete_data);
 }
@@ -184,7 +185,7 @@ TEST(VolumeSpec, FreshVolumesGetAPrefixFromThePathPattern) {
   auto plan = plan_volume("pvc-9", params, kDefaults);
   ASSERT_TRUE(plan) << plan.error().message;
   EXPECT_EQ(plan->spec.prefix, "volumes/ml/ckpt");
-  EXPECT_EQ(*encode_volume_id(plan->id), "fresh+delete:bkt/volumes/ml/ckpt");
+  EXPECT_EQ(*encode_volume_id(plan->id), "fresh+delete:bkt/volumes/ml/ckpt;n=" + name_tag("pvc-9"));
   EXPECT_EQ(plan->context.at("prefix"), "volumes/ml/ckpt");
   EXPECT_FALSE(plan->context.contains("csi.storage.k8s.io/pvc/name"));
   // The default pattern is the volume's (PV's) name.

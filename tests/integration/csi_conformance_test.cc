@@ -812,7 +812,10 @@ TEST_F(CsiConformance, CreateVolumeFreshAndIdempotent) {
           .count();
   EXPECT_LT(ms, 1000) << "CreateVolume took " << ms << " ms (the issue: well under a second)";
   const auto& v = first.volume();
-  EXPECT_EQ(v.volume_id(), "fresh:" + g_bucket + "/" + base_ + "/" + name);
+  // The id ends in ";n=" and 8 hex digits of the name's SHA-256 (ownership).
+  EXPECT_TRUE(v.volume_id().starts_with("fresh:" + g_bucket + "/" + base_ + "/" + name + ";n="))
+      << v.volume_id();
+  EXPECT_EQ(v.volume_id().size(), ("fresh:" + g_bucket + "/" + base_ + "/" + name).size() + 11);
   EXPECT_LE(v.volume_id().size(), 128u);
   EXPECT_EQ(v.capacity_bytes(), gib);
   EXPECT_FALSE(v.has_content_source());
