@@ -279,7 +279,7 @@ check "controller: the three containers share the socket's emptyDir at /csi" t_s
 t_node_args() {
   args_have base $N nacre csi && args_have base $N nacre --mode node && args_have base $N nacre --node-id '$(NODE_NAME)' \
     && args_have base $N nacre --endpoint unix:///csi/csi.sock \
-    && args_have base $N nacre --state-dir /var/lib/kubelet/plugins/nacre.csi.dev/state \
+    && args_have base $N nacre --state-dir /var/lib/nacre/csi \
     && args_have base $N nacre --cache-dir /var/cache/nacre
 }
 check "node: nacre csi --mode node, state under the plugin dir, cache /var/cache/nacre" t_node_args
