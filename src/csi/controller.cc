@@ -115,8 +115,8 @@ Result<CreatedVolume> Controller::create(const std::string& name, int64_t requir
     const json& r = records[name];
     if (r.value("id", "") != *id || r.value("params", "") != plan->params_hash ||
         r.value("capacity", int64_t{0}) != capacity) {
-      return fail(ErrorCode::kExists, "volume " + name +
-                                          " exists with another capacity or other parameters");
+      return fail(ErrorCode::kExists,
+                  "volume " + name + " exists with another capacity or other parameters");
     }
   }
   auto client = client_for(plan->id, secrets);
@@ -134,14 +134,13 @@ Result<CreatedVolume> Controller::create(const std::string& name, int64_t requir
         return it == meta.end() ? std::string() : it->second;
       };
       if (get(kNameMeta) != name) {
-        return fail(ErrorCode::kExists, "s3://" + plan->spec.bucket + "/" + marker +
-                                            " belongs to " +
-                                            (get(kNameMeta).empty() ? "no Nacre volume"
-                                                                    : "volume " + get(kNameMeta)));
+        return fail(ErrorCode::kExists,
+                    "s3://" + plan->spec.bucket + "/" + marker + " belongs to " +
+                        (get(kNameMeta).empty() ? "no Nacre volume" : "volume " + get(kNameMeta)));
       }
       if (get(kParamsMeta) != plan->params_hash || get(kCapacityMeta) != std::to_string(capacity)) {
-        return fail(ErrorCode::kExists, "volume " + name +
-                                            " exists with another capacity or other parameters");
+        return fail(ErrorCode::kExists,
+                    "volume " + name + " exists with another capacity or other parameters");
       }
     } else if (head.error().code == ErrorCode::kNoSuchKey ||
                head.error().code == ErrorCode::kNotFound) {
@@ -166,8 +165,8 @@ Result<CreatedVolume> Controller::create(const std::string& name, int64_t requir
         auto o = (*client)->head_object(plan->spec.bucket, outer);
         if (o && o->metadata.contains(kNameMeta)) {
           return fail(ErrorCode::kExists, "s3://" + plan->spec.bucket + "/" + marker +
-                                              " lies inside volume " +
-                                              o->metadata.at(kNameMeta) + " (" + outer + ")");
+                                              " lies inside volume " + o->metadata.at(kNameMeta) +
+                                              " (" + outer + ")");
         }
       }
       s3::UserMetadata meta;
@@ -177,12 +176,10 @@ Result<CreatedVolume> Controller::create(const std::string& name, int64_t requir
       meta[kNameMeta] = name;
       meta[kCapacityMeta] = std::to_string(capacity);
       meta[kParamsMeta] = plan->params_hash;
-      auto put =
-          (*client)->put_object({plan->spec.bucket, marker, s3::Body::empty(), meta, ""});
+      auto put = (*client)->put_object({plan->spec.bucket, marker, s3::Body::empty(), meta, ""});
       if (!put) return std::unexpected(put.error());
     } else {
-      return std::unexpected(
-          explain_head_error(**client, plan->spec.bucket, marker, head.error()));
+      return std::unexpected(explain_head_error(**client, plan->spec.bucket, marker, head.error()));
     }
   } else {
     // A linked dataset is only read here: the bucket must answer.
@@ -259,10 +256,12 @@ Status Controller::remove(const std::string& volume_id, const StringMap& secrets
       auto failed = (*client)->delete_objects(id->bucket, keys);
       if (!failed) return std::unexpected(failed.error());
       if (!failed->empty()) {
-        return std::unexpected(Error{(*failed)[0].error.code,
-                                     "deleting " + (*failed)[0].key + ": " +
-                                         (*failed)[0].error.message,
-                                     {}, {}, 0});
+        return std::unexpected(
+            Error{(*failed)[0].error.code,
+                  "deleting " + (*failed)[0].key + ": " + (*failed)[0].error.message,
+                  {},
+                  {},
+                  0});
       }
       deleted += keys.size();
     }
@@ -288,8 +287,7 @@ Result<std::string> Controller::validate(const std::string& volume_id,
     if (!client) return std::unexpected(client.error());
     auto head = (*client)->head_object(id->bucket, id->prefix + "/");
     if (!head) {
-      if (head.error().code == ErrorCode::kNoSuchKey ||
-          head.error().code == ErrorCode::kNotFound ||
+      if (head.error().code == ErrorCode::kNoSuchKey || head.error().code == ErrorCode::kNotFound ||
           head.error().code == ErrorCode::kNoSuchBucket) {
         return fail(ErrorCode::kNotFound, "no volume " + volume_id + ": its prefix is gone");
       }
@@ -298,7 +296,8 @@ Result<std::string> Controller::validate(const std::string& volume_id,
     }
     if (auto owner = head->metadata.find(kNameMeta);
         owner == head->metadata.end() || name_tag(owner->second) != id->name_tag) {
-      return fail(ErrorCode::kNotFound, "no volume " + volume_id + ": its prefix has another owner");
+      return fail(ErrorCode::kNotFound,
+                  "no volume " + volume_id + ": its prefix has another owner");
     }
   }
   for (const auto& c : caps) {

@@ -45,7 +45,7 @@ class Controller {
   explicit Controller(ControllerOptions options) : options_(std::move(options)) {}
   std::string state_file() const { return options_.state_dir + "/controller.json"; }
   [[nodiscard]] Result<std::unique_ptr<s3::ObjectClient>> client_for(const VolumeId& id,
-                                                                      const StringMap& secrets);
+                                                                     const StringMap& secrets);
 
   ControllerOptions options_;
   std::mutex mu_;  // CreateVolume/DeleteVolume one at a time (the state file)

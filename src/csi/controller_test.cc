@@ -19,7 +19,8 @@ class ControllerTest : public ::testing::Test {
     dir_ = dir;
     s3_.create_bucket("bkt");
     s3_.create_bucket("models");
-    ASSERT_TRUE(s3_.put_object({"models", "mistral/config.json", s3::Body::from_memory("{}"), {}, ""}));
+    ASSERT_TRUE(
+        s3_.put_object({"models", "mistral/config.json", s3::Body::from_memory("{}"), {}, ""}));
     controller_ = open_controller();
   }
   void TearDown() override { std::filesystem::remove_all(dir_); }
@@ -28,8 +29,8 @@ class ControllerTest : public ::testing::Test {
     ControllerOptions o;
     o.state_dir = dir_;
     o.defaults = {"http://127.0.0.1:7480", "us-east-1", ""};
-    o.make_client = [this](const VolumeSpec&, const Secrets& secrets)
-        -> Result<std::unique_ptr<s3::ObjectClient>> {
+    o.make_client = [this](const VolumeSpec&,
+                           const Secrets& secrets) -> Result<std::unique_ptr<s3::ObjectClient>> {
       last_secrets_ = secrets;
       // A pass-through wrapper: every controller call reaches the one store.
       return std::unique_ptr<s3::ObjectClient>(new s3::FaultyObjectClient(s3_));
@@ -150,7 +151,8 @@ TEST_F(ControllerTest, AFreshVolumeNeverClaimsDataItDidNotCreate) {
 }
 
 TEST_F(ControllerTest, ARetriedDeleteNeverTakesTheVolumeThatReusedItsPrefix) {
-  const StringMap params = {{"bucketName", "bkt"}, {"pathPattern", "shared"}, {"deleteData", "true"}};
+  const StringMap params = {
+      {"bucketName", "bkt"}, {"pathPattern", "shared"}, {"deleteData", "true"}};
   auto first = create("pv-old", params);
   ASSERT_TRUE(first);
   ASSERT_TRUE(controller_->remove(first->volume_id, {}));
@@ -184,8 +186,7 @@ TEST_F(ControllerTest, ValidateKnowsItsVolumesAndRefusesBlock) {
             ErrorCode::kNotFound);
   EXPECT_EQ(controller_->validate("junk", {cap}, {}).error().code, ErrorCode::kNotFound);
   EXPECT_EQ(controller_->validate("", {cap}, {}).error().code, ErrorCode::kInvalidArgument);
-  EXPECT_EQ(controller_->validate(v->volume_id, {}, {}).error().code,
-            ErrorCode::kInvalidArgument);
+  EXPECT_EQ(controller_->validate(v->volume_id, {}, {}).error().code, ErrorCode::kInvalidArgument);
 }
 
 TEST_F(ControllerTest, ProvisionerSecretsReachTheClient) {
@@ -195,8 +196,8 @@ TEST_F(ControllerTest, ProvisionerSecretsReachTheClient) {
   ASSERT_TRUE(controller_->create("s", 0, 0, {cap}, {{"bucketName", "bkt"}},
                                   {{"accessKeyId", "AK"}, {"secretAccessKey", "SK"}}, false));
   EXPECT_EQ(last_secrets_.access_key_id, "AK");
-  EXPECT_EQ(controller_->create("s2", 0, 0, {cap}, {{"bucketName", "bkt"}},
-                                {{"accessKeyId", "AK"}}, false)
+  EXPECT_EQ(controller_
+                ->create("s2", 0, 0, {cap}, {{"bucketName", "bkt"}}, {{"accessKeyId", "AK"}}, false)
                 .error()
                 .code,
             ErrorCode::kInvalidArgument);

@@ -99,8 +99,8 @@ Status bind_mount(const std::string& source, const std::string& target, bool rea
   if (::mount(source.c_str(), target.c_str(), nullptr, MS_BIND, nullptr) != 0) {
     return fail_errno("bind mount " + source + " on " + target, errno);
   }
-  if (read_only && ::mount(nullptr, target.c_str(), nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY,
-                           nullptr) != 0) {
+  if (read_only &&
+      ::mount(nullptr, target.c_str(), nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY, nullptr) != 0) {
     int err = errno;
     (void)::umount2(target.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW);
     return fail_errno("remount " + target + " read-only", err);
@@ -119,8 +119,8 @@ Result<int> detach_mounts(const std::string& path) {
     ++detached;
   }
   if (find_mount(read_mountinfo(), path)) {
-    return fail(ErrorCode::kIo, path + " is still mounted after " + std::to_string(detached) +
-                                    " lazy unmounts");
+    return fail(ErrorCode::kIo,
+                path + " is still mounted after " + std::to_string(detached) + " lazy unmounts");
   }
   return detached;
 }
@@ -290,7 +290,8 @@ Result<RunResult> run_process(const std::vector<std::string>& argv,
   int status = 0;
   while (::waitpid(child->pid, &status, 0) < 0 && errno == EINTR) {
   }
-  result.status = timed_out ? -1 : (WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+  result.status =
+      timed_out ? -1 : (WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
   return result;
 }
 

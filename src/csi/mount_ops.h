@@ -65,8 +65,8 @@ struct RunResult {
   int status = -1;
   std::string output;
 };
-[[nodiscard]] Result<RunResult> run_process(const std::vector<std::string>& argv,
-                                            const std::map<std::string, std::string>& env,
-                                            std::chrono::milliseconds deadline,
-                                            const std::function<void(const std::string&)>& on_line = {});
+[[nodiscard]] Result<RunResult> run_process(
+    const std::vector<std::string>& argv, const std::map<std::string, std::string>& env,
+    std::chrono::milliseconds deadline,
+    const std::function<void(const std::string&)>& on_line = {});
 }  // namespace nacre::csi

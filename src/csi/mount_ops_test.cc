@@ -1,12 +1,12 @@
 #include "csi/mount_ops.h"
 
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "csi/mounter.h"
 #include "csi/node_state.h"
-#include <signal.h>
-#include <sys/wait.h>
 
 namespace nacre::csi {
 namespace {
@@ -80,8 +80,8 @@ TEST(Mounter, RunsWhatThePluginAsksWithItsEnvironmentAndAnswersItsStatus) {
   Launcher launch = mounter_launcher(socket);
   Result<RunResult> r = fail(ErrorCode::kNetwork, "not tried");
   for (int i = 0; i < 100; ++i) {  // until the mounter listens
-    r = launch({"/bin/sh", "-c", "echo \"$NACRE_X\"; (sleep 0.2 &); exit 4"}, {{"NACRE_X", "hello"}},
-               std::chrono::seconds(10), {});
+    r = launch({"/bin/sh", "-c", "echo \"$NACRE_X\"; (sleep 0.2 &); exit 4"},
+               {{"NACRE_X", "hello"}}, std::chrono::seconds(10), {});
     if (r) break;
     ::usleep(50 * 1000);
   }
@@ -108,8 +108,8 @@ TEST(NodeStateFile, RoundTripsAndRefusesDamage) {
   NodeState empty = *NodeState::load(file);  // missing: a first start
   EXPECT_TRUE(empty.mounts.empty());
   NodeState s;
-  s.mounts["k1"] = MountRecord{"/m/k1", "/c/k1", "s3://b/p", {"mount", "s3://b/p"}, {"*.json"},
-                               1234, true};
+  s.mounts["k1"] =
+      MountRecord{"/m/k1", "/c/k1", "s3://b/p", {"mount", "s3://b/p"}, {"*.json"}, 1234, true};
   s.volumes["fresh:b/p"] = VolumeRecord{"k1", "s1", "2000", "/stage", true, 30, {"/t1", "/t2"}};
   s.volumes["linked:b/q;v=x"] = VolumeRecord{"k1", "s1", "", "/stage2", false, 0, {}};
   ASSERT_TRUE(s.save(file));

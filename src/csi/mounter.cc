@@ -75,11 +75,10 @@ Launcher local_launcher() {
 }
 
 Launcher mounter_launcher(std::string socket_path) {
-  return [socket_path](const std::vector<std::string>& argv,
-                       const std::map<std::string, std::string>& env,
-                       std::chrono::milliseconds deadline,
-                       const std::function<void(const std::string&)>& on_line)
-             -> Result<RunResult> {
+  return [socket_path](
+             const std::vector<std::string>& argv, const std::map<std::string, std::string>& env,
+             std::chrono::milliseconds deadline,
+             const std::function<void(const std::string&)>& on_line) -> Result<RunResult> {
     auto addr = address(socket_path);
     if (!addr) return std::unexpected(addr.error());
     int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -89,9 +88,8 @@ Launcher mounter_launcher(std::string socket_path) {
       ~Closer() { ::close(fd); }
     } closer{fd};
     if (::connect(fd, reinterpret_cast<sockaddr*>(&*addr), sizeof *addr) != 0) {
-      return fail(ErrorCode::kNetwork, "the mounter at " + socket_path +
-                                           " does not answer: " + std::strerror(errno) +
-                                           " (is its container running?)");
+      return fail(ErrorCode::kNetwork, "the mounter at " + socket_path + " does not answer: " +
+                                           std::strerror(errno) + " (is its container running?)");
     }
     json req = {{"argv", argv}, {"env", env}, {"deadline_ms", deadline.count()}};
     if (auto ok = send_all(fd, req.dump()); !ok) return std::unexpected(ok.error());

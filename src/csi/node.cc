@@ -1,7 +1,6 @@
 #include "csi/node.h"
 
 #include <fcntl.h>
-#include <glob.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
@@ -33,27 +32,6 @@ Status make_dirs(const std::string& dir) {
   return {};
 }
 
-// Written whole or not at all (a crash leaves the old file), mode 0600.
-Status write_private(const std::string& file, const std::string& text) {
-  const std::string tmp = file + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return fail_errno("write " + tmp, errno);
-  ::fchmod(fd, 0600);
-  ssize_t n = ::write(fd, text.data(), text.size());
-  int err = errno;
-  if (n == static_cast<ssize_t>(text.size()) && ::fsync(fd) != 0) {
-    err = errno;
-    n = -1;
-  }
-  ::close(fd);
-  if (n != static_cast<ssize_t>(text.size())) {
-    ::unlink(tmp.c_str());
-    return fail_errno("write " + tmp, n < 0 ? err : ENOSPC);
-  }
-  if (::rename(tmp.c_str(), file.c_str()) != 0) return fail_errno("rename " + tmp, errno);
-  return {};
-}
-
 pid_t read_pid(const std::string& file) {
   std::ifstream in(file);
   pid_t pid = 0;
@@ -82,16 +60,6 @@ bool wait_exit(pid_t pid, const std::string& dir, std::chrono::milliseconds limi
 
 }  // namespace
 
-// A background preload of one mount: `nacre preload` over the files its globs
-// match. Shared with its thread, which outlives nothing it does not own.
-struct Node::Preload {
-  std::mutex mu;
-  std::condition_variable cv;
-  bool done = false;
-  bool ok = false;
-  bool cancelled = false;  // its mount was stopped: leave no marker
-};
-
 Result<std::unique_ptr<Node>> Node::open(NodeOptions options) {
   std::unique_ptr<Node> node(new Node(std::move(options)));
   if (auto ok = make_dirs(node->mounts_dir()); !ok) return std::unexpected(ok.error());
@@ -116,9 +84,10 @@ Result<std::unique_ptr<Node>> Node::open(NodeOptions options) {
     if (problem.empty()) {
       spdlog::info("found mount {} of {} at {} (pid {}), serving", key, m.source, m.dir, m.pid);
     } else {
-      spdlog::warn("found mount {} of {} at {}: {}; it is reported abnormal and repaired at the "
-                   "next NodeStage or NodePublish of its volumes",
-                   key, m.source, m.dir, problem);
+      spdlog::warn(
+          "found mount {} of {} at {}: {}; it is reported abnormal and repaired at the "
+          "next NodeStage or NodePublish of its volumes",
+          key, m.source, m.dir, problem);
     }
     if (!m.preload.empty() && !stdfs::exists(node->mounts_dir() + "/" + key + ".preloaded") &&
         problem.empty()) {
@@ -132,7 +101,9 @@ Result<std::unique_ptr<Node>> Node::open(NodeOptions options) {
 
 Node::~Node() = default;
 
-Status Node::save() { return state_.save(state_file()); }
+Status Node::save() {
+  return state_.save(state_file());
+}
 
 Node::Problem Node::mount_problem(const std::string& key) {
   const MountRecord& m = state_.mounts.at(key);
@@ -186,7 +157,8 @@ Status Node::start_mount(const std::string& key, MountRecord record, const Env& 
   if (auto ok = make_dirs(record.cache_dir); !ok) return ok;
   std::vector<std::string> argv = {options_.nacre_binary};
   argv.insert(argv.end(), record.args.begin(), record.args.end());
-  argv.insert(argv.end(), {"--pid-file", pid_file});
+  argv.insert(argv.end(),
+              {"--pid-file", pid_file, "--log-file", mounts_dir() + "/" + key + ".log"});
   spdlog::info("starting the mount {} of {} at {}", key, record.source, record.dir);
   auto run = options_.launcher(argv, env, options_.mount_deadline, {});
   if (!run || run->status != 0) {
@@ -207,8 +179,8 @@ Status Node::start_mount(const std::string& key, MountRecord record, const Env& 
     const ErrorCode code =
         has("InvalidAccessKeyId") || has("SignatureDoesNotMatch") || has("InvalidCredentials")
             ? ErrorCode::kInvalidCredentials
-        : has("AccessDenied")                              ? ErrorCode::kAccessDenied
-        : has("NoSuchBucket") || has("holds no objects")   ? ErrorCode::kNotFound
+        : has("AccessDenied")                            ? ErrorCode::kAccessDenied
+        : has("NoSuchBucket") || has("holds no objects") ? ErrorCode::kNotFound
         : has("InvalidArgument") || has("is not an existing directory")
             ? ErrorCode::kInvalidArgument
             : ErrorCode::kNetwork;  // UNAVAILABLE: the CO retries
@@ -226,12 +198,13 @@ Status Node::start_mount(const std::string& key, MountRecord record, const Env& 
 Status Node::ensure_mount(const std::string& key, const MountRecord* fresh, const Env* env) {
   auto it = state_.mounts.find(key);
   if (it == state_.mounts.end() && !fresh) {
-    return fail(ErrorCode::kPreconditionFailed, "no mount is recorded for this volume: stage it again");
+    return fail(ErrorCode::kPreconditionFailed,
+                "no mount is recorded for this volume: stage it again");
   }
   const std::string env_file = mounts_dir() + "/" + key + ".env";
   // The latest secrets are kept for a later repair (rotated keys included).
   if (env) {
-    if (auto ok = write_private(env_file, nlohmann::json(*env).dump()); !ok) return ok;
+    if (auto ok = write_file_atomic(env_file, nlohmann::json(*env).dump()); !ok) return ok;
   }
   Problem problem = it == state_.mounts.end() ? Problem{true, "new"} : mount_problem(key);
   if (problem.reason.empty()) return {};
@@ -345,7 +318,7 @@ Status Node::stage(const std::string& volume_id, const std::string& staging_path
   std::string ca_file = options_.defaults.ca_bundle;
   if (!spec->ca_bundle_pem.empty()) {
     ca_file = mounts_dir() + "/" + key + ".ca.pem";
-    if (auto ok = write_private(ca_file, spec->ca_bundle_pem); !ok) return ok;
+    if (auto ok = write_file_atomic(ca_file, spec->ca_bundle_pem); !ok) return ok;
   }
   record.args = mount_arguments(*spec, record.dir, record.cache_dir, ca_file);
   Env env = credentials_env(*creds);
@@ -371,8 +344,8 @@ Status Node::stage(const std::string& volume_id, const std::string& staging_path
   v.read_only = spec->read_only;
   v.preload_wait_seconds = spec->preload_wait_seconds;
   if (auto ok = save(); !ok) return ok;
-  spdlog::info("staged volume {} at {} (mount {}, {} volumes on it)", volume_id, staging_path,
-               key, state_.users(key));
+  spdlog::info("staged volume {} at {} (mount {}, {} volumes on it)", volume_id, staging_path, key,
+               state_.users(key));
   if (!spec->preload.empty()) {
     MountRecord& m = state_.mounts.at(key);
     if (m.preload.empty()) {  // the mount was staged first for a volume without preload
@@ -384,66 +357,6 @@ Status Node::stage(const std::string& volume_id, const std::string& staging_path
     }
   }
   return {};
-}
-
-void Node::start_preload(const std::string& key, const std::vector<std::string>& globs) {
-  if (globs.empty()) return;
-  auto p = std::make_shared<Preload>();
-  preloads_[key] = p;
-  const MountRecord& m = state_.mounts.at(key);
-  std::thread([p, key, dir = m.dir, globs, binary = options_.nacre_binary,
-               marker = mounts_dir() + "/" + key + ".preloaded"] {
-    std::vector<std::string> files;
-    for (const auto& g : globs) {
-      glob_t found{};
-      const std::string pattern = dir + "/" + g;
-      if (::glob(pattern.c_str(), 0, nullptr, &found) == 0) {
-        for (size_t i = 0; i < found.gl_pathc; ++i) files.emplace_back(found.gl_pathv[i]);
-      }
-      ::globfree(&found);
-    }
-    bool ok = true;
-    if (files.empty()) {
-      spdlog::warn("preload of mount {}: no file matches {}", key, globs.front());
-    } else {
-      spdlog::info("preload of mount {}: {} files", key, files.size());
-      std::vector<std::string> argv = {binary, "preload", "--threads", "4"};
-      argv.insert(argv.end(), files.begin(), files.end());
-      auto run = run_process(argv, {}, std::chrono::hours(12), [&key](const std::string& line) {
-        spdlog::info("preload of mount {}: {}", key, line);
-      });
-      ok = run && run->status == 0;
-      if (!ok) {
-        spdlog::error("preload of mount {} failed: {}", key,
-                      run ? run->output : run.error().describe());
-      }
-    }
-    std::lock_guard lock(p->mu);
-    if (ok && !p->cancelled) {
-      std::ofstream(marker) << "done\n";
-      spdlog::info("preload of mount {} done", key);
-    }
-    p->done = true;
-    p->ok = ok;
-    p->cv.notify_all();
-  }).detach();
-}
-
-void Node::wait_preload(const std::string& key, int seconds,
-                        std::unique_lock<std::timed_mutex>& lock) {
-  if (seconds <= 0) return;
-  auto it = preloads_.find(key);
-  if (it == preloads_.end()) return;
-  std::shared_ptr<Preload> p = it->second;
-  lock.unlock();  // other volumes' calls go on meanwhile
-  {
-    std::unique_lock plock(p->mu);
-    if (!p->cv.wait_for(plock, std::chrono::seconds(seconds), [&] { return p->done; })) {
-      spdlog::warn("preload of mount {} still running after {} s: publishing anyway", key,
-                   seconds);
-    }
-  }
-  lock.lock();
 }
 
 Status Node::publish(const std::string& volume_id, const std::string& staging_path,
@@ -468,8 +381,8 @@ Status Node::publish(const std::string& volume_id, const std::string& staging_pa
                     " cannot share it on this node (use one fsGroup per volume)");
   }
   if (!ro_mode && v->second.read_only && !readonly) {
-    return fail(ErrorCode::kExists, "volume " + volume_id +
-                                        " is staged read-only and cannot be published writable");
+    return fail(ErrorCode::kExists,
+                "volume " + volume_id + " is staged read-only and cannot be published writable");
   }
   const bool ro = readonly || ro_mode || v->second.read_only;
   if (auto ok = ensure_mount(key, nullptr, nullptr); !ok) return ok;
@@ -550,7 +463,7 @@ void Node::stop_mount(const std::string& key) {
       wait_exit(m.pid, m.dir, std::chrono::milliseconds(1000));
     }
   }
-  for (const char* suffix : {".env", ".ca.pem", ".pid", ".preloaded"}) {
+  for (const char* suffix : {".env", ".ca.pem", ".pid", ".preloaded"}) {  // .log stays
     ::unlink((mounts_dir() + "/" + key + suffix).c_str());
   }
   ::rmdir(m.dir.c_str());

@@ -10,8 +10,8 @@
 #include <map>
 #include <memory>
 #include <mutex>
-#include <vector>
 #include <string>
+#include <vector>
 
 #include "csi/mounter.h"
 #include "csi/node_state.h"
@@ -26,7 +26,7 @@ struct NodeOptions {
   std::string nacre_binary;  // what runs `nacre mount` and `nacre preload`
   DriverDefaults defaults;
   Launcher launcher = local_launcher();  // how `nacre mount` is started (mounter.h)
-  ClientFactory make_client;  // checks that a fresh volume still exists at stage
+  ClientFactory make_client;             // checks that a fresh volume still exists at stage
   std::chrono::milliseconds probe_deadline{2000};
   std::chrono::milliseconds mount_deadline{120000};
 };
@@ -57,7 +57,15 @@ class Node {
   const NodeOptions& options() const { return options_; }
 
  private:
-  struct Preload;
+  // A background preload of one mount (node_preload.cc), shared with its
+  // thread, which owns copies of everything else it uses.
+  struct Preload {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;
+    bool ok = false;
+    bool cancelled = false;  // its mount was stopped: leave no marker
+  };
   explicit Node(NodeOptions options) : options_(std::move(options)) {}
 
   std::string state_file() const { return options_.state_dir + "/node.json"; }

@@ -1,6 +1,7 @@
 #include "csi/node_state.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -11,6 +12,26 @@
 namespace nacre::csi {
 
 using nlohmann::json;
+
+Status write_file_atomic(const std::string& file, const std::string& text) {
+  const std::string tmp = file + ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return fail_errno("write " + tmp, errno);
+  ::fchmod(fd, 0600);
+  ssize_t n = ::write(fd, text.data(), text.size());
+  int err = errno;
+  if (n == static_cast<ssize_t>(text.size()) && ::fsync(fd) != 0) {
+    err = errno;
+    n = -1;
+  }
+  ::close(fd);
+  if (n != static_cast<ssize_t>(text.size())) {
+    ::unlink(tmp.c_str());
+    return fail_errno("write " + tmp, n < 0 ? err : ENOSPC);
+  }
+  if (::rename(tmp.c_str(), file.c_str()) != 0) return fail_errno("rename " + tmp, errno);
+  return {};
+}
 
 Result<NodeState> NodeState::load(const std::string& file) {
   NodeState state;
@@ -53,37 +74,23 @@ Result<NodeState> NodeState::load(const std::string& file) {
 Status NodeState::save(const std::string& file) const {
   json j = {{"mounts", json::object()}, {"volumes", json::object()}};
   for (const auto& [key, m] : mounts) {
-    j["mounts"][key] = {{"dir", m.dir},         {"cache_dir", m.cache_dir}, {"source", m.source},
-                        {"args", m.args},       {"preload", m.preload},     {"pid", m.pid},
+    j["mounts"][key] = {{"dir", m.dir},
+                        {"cache_dir", m.cache_dir},
+                        {"source", m.source},
+                        {"args", m.args},
+                        {"preload", m.preload},
+                        {"pid", m.pid},
                         {"read_only", m.read_only}};
   }
   for (const auto& [id, v] : volumes) {
-    j["volumes"][id] = {{"mount", v.mount_key},
-                        {"settings", v.settings},
-                        {"mount_group", v.mount_group},
-                        {"staging_path", v.staging_path},
-                        {"read_only", v.read_only},
-                        {"preload_wait_seconds", v.preload_wait_seconds},
-                        {"targets", v.targets}};
+    j["volumes"][id] = {
+        {"mount", v.mount_key},         {"settings", v.settings},
+        {"mount_group", v.mount_group}, {"staging_path", v.staging_path},
+        {"read_only", v.read_only},     {"preload_wait_seconds", v.preload_wait_seconds},
+        {"targets", v.targets}};
   }
-  const std::string tmp = file + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return fail_errno("write " + tmp, errno);
-  const std::string text = j.dump(2) + "\n";
-  ssize_t n = ::write(fd, text.data(), text.size());
-  int err = errno;
-  // fsync: the file is the only record of which mounts this node runs.
-  if (n == static_cast<ssize_t>(text.size()) && ::fsync(fd) != 0) {
-    err = errno;
-    n = -1;
-  }
-  ::close(fd);
-  if (n != static_cast<ssize_t>(text.size())) {
-    ::unlink(tmp.c_str());
-    return fail_errno("write " + tmp, n < 0 ? err : ENOSPC);
-  }
-  if (::rename(tmp.c_str(), file.c_str()) != 0) return fail_errno("rename " + tmp, errno);
-  return {};
+  // fsync'd: the file is the only record of which mounts this node runs.
+  return write_file_atomic(file, j.dump(2) + "\n");
 }
 
 int NodeState::users(const std::string& key) const {

@@ -15,10 +15,14 @@
 
 namespace nacre::csi {
 
+// Writes `text` to `file` whole or not at all (temporary file, fsync,
+// rename), mode 0600: a crash leaves the old file.
+[[nodiscard]] Status write_file_atomic(const std::string& file, const std::string& text);
+
 struct MountRecord {
-  std::string dir;        // where the FUSE file system is mounted
-  std::string cache_dir;  // its node cache
-  std::string source;     // s3://bucket/prefix, for messages
+  std::string dir;                // where the FUSE file system is mounted
+  std::string cache_dir;          // its node cache
+  std::string source;             // s3://bucket/prefix, for messages
   std::vector<std::string> args;  // after `nacre`: the mount command line
   std::vector<std::string> preload;
   pid_t pid = 0;

@@ -113,8 +113,7 @@ class IdentityService final : public ::csi::v1::Identity::Service {
     resp->set_vendor_version(o_.version);
     return grpc::Status::OK;
   }
-  grpc::Status GetPluginCapabilities(ServerContext*,
-                                     const ::csi::v1::GetPluginCapabilitiesRequest*,
+  grpc::Status GetPluginCapabilities(ServerContext*, const ::csi::v1::GetPluginCapabilitiesRequest*,
                                      ::csi::v1::GetPluginCapabilitiesResponse* resp) override {
     // "The grand sum of all capabilities of all instances": the same answer
     // in every --mode (the spec: regardless of which RPCs an instance serves).
@@ -261,12 +260,10 @@ class NodeService final : public ::csi::v1::Node::Service {
                             "NodeStageVolume path (STAGE_UNSTAGE_VOLUME)");
       }
     }
-    return finish("NodePublishVolume",
-                  node_->publish(req->volume_id(), req->staging_target_path(),
-                                 req->target_path(), cap, req->readonly()));
+    return finish("NodePublishVolume", node_->publish(req->volume_id(), req->staging_target_path(),
+                                                      req->target_path(), cap, req->readonly()));
   }
-  grpc::Status NodeUnpublishVolume(ServerContext*,
-                                   const ::csi::v1::NodeUnpublishVolumeRequest* req,
+  grpc::Status NodeUnpublishVolume(ServerContext*, const ::csi::v1::NodeUnpublishVolumeRequest* req,
                                    ::csi::v1::NodeUnpublishVolumeResponse*) override {
     log_call("NodeUnpublishVolume", *req);
     if (auto s = not_ready(); !s.ok()) return s;
@@ -374,8 +371,8 @@ Status run_server(const ServerOptions& options) {
   if (!server) return fail(ErrorCode::kIo, "cannot listen on " + options.endpoint);
   ::chmod(socket_path.c_str(), 0600);
   spdlog::info("{} {} serving CSI on {} ({}{}{})", kDriverName, options.version, socket_path,
-               options.controller ? "controller" : "", options.controller && options.node ? "+" : "",
-               options.node ? "node" : "");
+               options.controller ? "controller" : "",
+               options.controller && options.node ? "+" : "", options.node ? "node" : "");
 
   std::thread stopper([&server, &stop_signals] {
     int sig = 0;

@@ -66,24 +66,42 @@ Result<std::string> export_policy(const std::string& value) {
   return list;
 }
 
-bool is_true(const std::string& v) { return v == "true" || v == "True" || v == "yes" || v == "1"; }
+bool is_true(const std::string& v) {
+  return v == "true" || v == "True" || v == "yes" || v == "1";
+}
 
 // The allow-list of mount options: Nacre's own -o options that change how a
 // volume is served and cannot reach outside it. FUSE options (allow_other,
 // suid, dev, ...) and paths (cache-dir) belong to the driver.
 const std::set<std::string>& allowed_options() {
-  static const std::set<std::string> keys = {
-      "ro",           "read-only",      "uid",          "gid",          "file-mode",
-      "dir-mode",     "metadata-ttl",   "cache-size",   "import-policy", "export-policy",
-      "contain-symlinks", "hydrate-min-size", "fetch-threads", "fuse-threads", "part-size",
-      "addressing-style", "region",    "endpoint-url", "max-attempts", "connect-timeout",
-      "stall-timeout", "log-level"};
+  static const std::set<std::string> keys = {"ro",
+                                             "read-only",
+                                             "uid",
+                                             "gid",
+                                             "file-mode",
+                                             "dir-mode",
+                                             "metadata-ttl",
+                                             "cache-size",
+                                             "import-policy",
+                                             "export-policy",
+                                             "contain-symlinks",
+                                             "hydrate-min-size",
+                                             "fetch-threads",
+                                             "fuse-threads",
+                                             "part-size",
+                                             "addressing-style",
+                                             "region",
+                                             "endpoint-url",
+                                             "max-attempts",
+                                             "connect-timeout",
+                                             "stall-timeout",
+                                             "log-level"};
   return keys;
 }
 
 // Options that are flags of `nacre mount` rather than -o options.
 const std::set<std::string>& flag_options() {
-  static const std::set<std::string> keys = {"fetch-threads", "fuse-threads", "part-size",
+  static const std::set<std::string> keys = {"fetch-threads", "fuse-threads",    "part-size",
                                              "max-attempts",  "connect-timeout", "stall-timeout",
                                              "log-level"};
   return keys;
@@ -383,11 +401,10 @@ std::vector<std::string> mount_arguments(const VolumeSpec& spec, const std::stri
 
 std::string mount_key(const VolumeSpec& spec, const Secrets& secrets) {
   std::string text = spec.bucket + '\n' + spec.prefix + '\n' + spec.endpoint_url + '\n' +
-                     spec.region + '\n' + spec.addressing_style + '\n' + spec.import_policy +
-                     '\n' + spec.export_policy + '\n' + spec.cache_size + '\n' +
-                     spec.metadata_ttl + '\n' + spec.uid + '\n' + spec.gid + '\n' +
-                     spec.file_mode + '\n' + spec.dir_mode + '\n' + spec.ca_bundle_pem + '\n' +
-                     (spec.read_only ? "ro" : "rw") + '\n';
+                     spec.region + '\n' + spec.addressing_style + '\n' + spec.import_policy + '\n' +
+                     spec.export_policy + '\n' + spec.cache_size + '\n' + spec.metadata_ttl + '\n' +
+                     spec.uid + '\n' + spec.gid + '\n' + spec.file_mode + '\n' + spec.dir_mode +
+                     '\n' + spec.ca_bundle_pem + '\n' + (spec.read_only ? "ro" : "rw") + '\n';
   for (const auto& o : spec.mount_options) text += o + '\n';
   // Whose credentials: volumes of different tenants never share a mount.
   text += s3::sha256_hex(secrets.access_key_id + '\n' + secrets.secret_access_key + '\n' +
@@ -395,7 +412,9 @@ std::string mount_key(const VolumeSpec& spec, const Secrets& secrets) {
   return s3::sha256_hex(text).substr(0, 16);
 }
 
-std::string name_tag(const std::string& name) { return s3::sha256_hex(name).substr(0, 8); }
+std::string name_tag(const std::string& name) {
+  return s3::sha256_hex(name).substr(0, 8);
+}
 
 Result<std::string> encode_volume_id(const VolumeId& id) {
   if (id.bucket.empty()) return invalid("volume id needs a bucket");
@@ -466,15 +485,17 @@ Result<ProvisionPlan> plan_volume(const std::string& name, const StringMap& para
   ProvisionPlan plan;
   plan.spec = *spec;
   if (params.contains("prefix")) {
-    return invalid("'prefix' is a static volume attribute; a StorageClass uses basePrefix "
-                   "(fresh volumes) or s3ImportPath (a linked dataset)");
+    return invalid(
+        "'prefix' is a static volume attribute; a StorageClass uses basePrefix "
+        "(fresh volumes) or s3ImportPath (a linked dataset)");
   }
   const bool linked = params.contains("s3ImportPath");
   if (linked) {
     for (const char* k : {"basePrefix", "pathPattern", "deleteData"}) {
       if (params.contains(k)) {
-        return invalid(std::string(k) + " applies to fresh volumes, not to one linked with "
-                                         "s3ImportPath");
+        return invalid(std::string(k) +
+                       " applies to fresh volumes, not to one linked with "
+                       "s3ImportPath");
       }
     }
     plan.id.kind = VolumeId::Kind::kLinked;
@@ -530,14 +551,15 @@ Result<ProvisionPlan> plan_volume(const std::string& name, const StringMap& para
     plan.id.kind = VolumeId::Kind::kFresh;
     plan.id.name_tag = name_tag(name);
     plan.id.delete_data = is_true(get("deleteData", "false"));
-    if (auto d = get("deleteData", "false"); !is_true(d) && d != "false" && d != "False" &&
-                                             d != "no" && d != "0") {
+    if (auto d = get("deleteData", "false");
+        !is_true(d) && d != "false" && d != "False" && d != "no" && d != "0") {
       return invalid("deleteData '" + d + "': expected true or false");
     }
   }
   plan.id.bucket = plan.spec.bucket;
   plan.id.prefix = plan.spec.prefix;
-  if (plan.spec.endpoint_url != defaults.endpoint_url) plan.id.endpoint_url = plan.spec.endpoint_url;
+  if (plan.spec.endpoint_url != defaults.endpoint_url)
+    plan.id.endpoint_url = plan.spec.endpoint_url;
   if (plan.spec.region != defaults.region) plan.id.region = plan.spec.region;
   if (auto ok = encode_volume_id(plan.id); !ok) return std::unexpected(ok.error());
 

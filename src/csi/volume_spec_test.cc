@@ -139,8 +139,8 @@ TEST(VolumeSpec, MountKeySharesOnlyTheSameDatasetSettingsAndCredentials) {
 
 TEST(VolumeSpec, SecretsNeedBothKeysAndAcceptAwsNames) {
   EXPECT_FALSE(parse_secrets({{"accessKeyId", "AK"}}));
-  auto s = parse_secrets({{"AWS_ACCESS_KEY_ID", "AK"}, {"AWS_SECRET_ACCESS_KEY", "SK"},
-                          {"unrelated", "x"}});
+  auto s = parse_secrets(
+      {{"AWS_ACCESS_KEY_ID", "AK"}, {"AWS_SECRET_ACCESS_KEY", "SK"}, {"unrelated", "x"}});
   ASSERT_TRUE(s);
   EXPECT_EQ(s->access_key_id, "AK");
   EXPECT_TRUE(parse_secrets({})->empty());
@@ -166,7 +166,8 @@ TEST(VolumeSpec, VolumeIdsRoundTripAndStayWithin128Bytes) {
   EXPECT_FALSE(encode_volume_id(id));
   id.prefix = "a;b";
   EXPECT_FALSE(encode_volume_id(id));
-  for (const char* bad : {"", "fs-0123", "fresh:", "fresh:bucket", "fresh:bkt/", "linked:bkt/p;x=1"}) {
+  for (const char* bad :
+       {"", "fs-0123", "fresh:", "fresh:bucket", "fresh:bkt/", "linked:bkt/p;x=1"}) {
     EXPECT_FALSE(decode_volume_id(bad)) << bad;
   }
   EXPECT_FALSE(decode_volume_id("fresh+delete:bkt/volumes/pvc-2"));  // no name tag
@@ -210,10 +211,9 @@ TEST(VolumeSpec, PathPatternsThatLeaveTheBaseOrLackMetadataAreRefused) {
 }
 
 TEST(VolumeSpec, LinkedVolumesCarryTheirNameAndNonDefaultEndpoint) {
-  auto plan = plan_volume("pvc-3",
-                          {{"s3ImportPath", "s3://models/mistral"},
-                           {"endpointUrl", "https://s3.example.com"}},
-                          kDefaults);
+  auto plan = plan_volume(
+      "pvc-3", {{"s3ImportPath", "s3://models/mistral"}, {"endpointUrl", "https://s3.example.com"}},
+      kDefaults);
   ASSERT_TRUE(plan) << plan.error().message;
   EXPECT_EQ(*encode_volume_id(plan->id), "linked:models/mistral;v=pvc-3;e=https://s3.example.com");
   EXPECT_EQ(plan->context.at("s3ImportPath"), "s3://models/mistral");

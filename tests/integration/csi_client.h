@@ -12,7 +12,9 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <fstream>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -43,9 +45,53 @@ struct Client {
   }
 };
 
-inline csi::v1::VolumeCapability mount_capability(
-    csi::v1::VolumeCapability::AccessMode::Mode mode, std::vector<std::string> flags = {},
-    const std::string& mount_group = "") {
+// /proc/self/mountinfo read by the tests themselves, independently of the
+// driver's parser (src/csi/mount_ops.cc), so a bug there cannot hide itself.
+struct MountLine {
+  std::string point, type;
+  std::string dev;  // "major:minor" of the file system
+  bool read_only = false;
+};
+
+inline std::string unescape_mountinfo(const std::string& s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '\\' && i + 3 < s.size()) {
+      const std::string oct = s.substr(i + 1, 3);
+      if (oct.find_first_not_of("01234567") == std::string::npos) {
+        out += static_cast<char>(std::stoi(oct, nullptr, 8));
+        i += 3;
+        continue;
+      }
+    }
+    out += s[i];
+  }
+  return out;
+}
+
+inline std::vector<MountLine> read_mounts() {
+  std::ifstream in("/proc/self/mountinfo");
+  std::vector<MountLine> out;
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream f(line);
+    std::string id, parent, devno, root, point, opts, field;
+    if (!(f >> id >> parent >> devno >> root >> point >> opts)) continue;
+    while (f >> field && field != "-") {
+    }
+    MountLine m;
+    if (!(f >> m.type)) continue;
+    m.point = unescape_mountinfo(point);
+    m.dev = devno;
+    m.read_only = opts == "ro" || opts.starts_with("ro,");
+    out.push_back(m);
+  }
+  return out;
+}
+
+inline csi::v1::VolumeCapability mount_capability(csi::v1::VolumeCapability::AccessMode::Mode mode,
+                                                  std::vector<std::string> flags = {},
+                                                  const std::string& mount_group = "") {
   csi::v1::VolumeCapability cap;
   auto* m = cap.mutable_mount();
   for (auto& f : flags) m->add_mount_flags(f);
@@ -68,7 +114,9 @@ class DriverProcess {
  public:
   DriverProcess(std::string binary, std::vector<std::string> args, std::string socket_path,
                 std::string log_file)
-      : binary_(std::move(binary)), args_(std::move(args)), socket_(std::move(socket_path)),
+      : binary_(std::move(binary)),
+        args_(std::move(args)),
+        socket_(std::move(socket_path)),
         log_(std::move(log_file)) {}
   ~DriverProcess() { kill(); }
 

@@ -135,46 +135,6 @@ const char* code_name(grpc::StatusCode c) {
 
 // ---------------------------------------------------------------- local helpers
 
-struct MountLine {
-  std::string point, type;
-  bool read_only = false;
-};
-
-std::string unescape_mountinfo(const std::string& s) {
-  std::string out;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '\\' && i + 3 < s.size()) {
-      const std::string oct = s.substr(i + 1, 3);
-      if (oct.size() == 3 && oct.find_first_not_of("01234567") == std::string::npos) {
-        out += static_cast<char>(std::stoi(oct, nullptr, 8));
-        i += 3;
-        continue;
-      }
-    }
-    out += s[i];
-  }
-  return out;
-}
-
-std::vector<MountLine> read_mounts() {
-  std::ifstream in("/proc/self/mountinfo");
-  std::vector<MountLine> out;
-  std::string line;
-  while (std::getline(in, line)) {
-    std::istringstream f(line);
-    std::string id, parent, devno, root, point, opts, field;
-    if (!(f >> id >> parent >> devno >> root >> point >> opts)) continue;
-    while (f >> field && field != "-") {
-    }
-    MountLine m;
-    if (!(f >> m.type)) continue;
-    m.point = unescape_mountinfo(point);
-    m.read_only = opts == "ro" || opts.starts_with("ro,");
-    out.push_back(m);
-  }
-  return out;
-}
-
 std::vector<MountLine> mounts_under(const std::string& dir) {
   std::vector<MountLine> out;
   for (auto& m : read_mounts()) {

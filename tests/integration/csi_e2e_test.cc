@@ -166,45 +166,13 @@ std::string random_bytes(size_t n, uint64_t seed) {
 
 // ------------------------------------------------------------------ mounts and processes
 
-struct Mount {
-  std::string point, fs_type;
-  std::string dev;  // "major:minor" of the file system
-  bool read_only = false;
-};
+using Mount = nacre::csi_test::MountLine;
 
-std::string unescape_mountinfo(const std::string& s) {
-  std::string out;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '\\' && i + 3 < s.size()) {
-      const std::string oct = s.substr(i + 1, 3);
-      if (oct.size() == 3 && oct.find_first_not_of("01234567") == std::string::npos) {
-        out += static_cast<char>(std::stoi(oct, nullptr, 8));
-        i += 3;
-        continue;
-      }
-    }
-    out += s[i];
-  }
-  return out;
-}
-
-// The mounts of this mount namespace at or under `dir` (an independent
+// The mounts of this mount namespace at or under `dir` (the tests' own
 // reading of /proc/self/mountinfo, not the driver's).
 std::vector<Mount> mounts_under(const std::string& dir) {
   std::vector<Mount> out;
-  std::ifstream in("/proc/self/mountinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    std::istringstream f(line);
-    std::string id, parent, dev, root, point, opts, field;
-    if (!(f >> id >> parent >> dev >> root >> point >> opts)) continue;
-    while (f >> field && field != "-") {
-    }
-    Mount m;
-    if (!(f >> m.fs_type)) continue;
-    m.point = unescape_mountinfo(point);
-    m.dev = dev;
-    m.read_only = opts == "ro" || opts.starts_with("ro,");
+  for (auto& m : nacre::csi_test::read_mounts()) {
     if (m.point == dir || m.point.starts_with(dir + "/")) out.push_back(m);
   }
   return out;
@@ -213,7 +181,7 @@ std::vector<Mount> mounts_under(const std::string& dir) {
 std::string mount_list(const std::vector<Mount>& mounts) {
   std::string out;
   for (const auto& m : mounts) {
-    out += "  " + m.point + " " + m.fs_type + " " + m.dev + (m.read_only ? " ro" : " rw") + "\n";
+    out += "  " + m.point + " " + m.type + " " + m.dev + (m.read_only ? " ro" : " rw") + "\n";
   }
   return out;
 }
@@ -1314,7 +1282,7 @@ TEST_F(CsiE2eTest, TwoNodesKubeletFlow) {
       const auto mounts_after = mounts_under(node_a_.root);
       const std::string mount_dir = node_a_.state_dir + "/mounts/" + mount_key_of(node_a_, linked);
       auto top = mount_at(mount_dir);
-      ASSERT_TRUE(top && top->fs_type == "fuse.nacre");
+      ASSERT_TRUE(top && top->type == "fuse.nacre");
       int at_dir = 0;
       for (const auto& m : mounts_after) at_dir += m.point == mount_dir;
       EXPECT_EQ(at_dir, 1) << "the dead mount is still at " << mount_dir << ":\n"
