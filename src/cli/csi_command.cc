@@ -1,9 +1,8 @@
 #include "cli/csi_command.h"
 
 #include <spdlog/spdlog.h>
-#include <unistd.h>
-
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <climits>
 #include <fstream>
@@ -76,17 +75,16 @@ struct CsiCommand {
     // the volume's endpoint, secrets and CA bundle (a PEM from the volume or
     // its secrets is written once to the state directory, 0600).
     o.controller_options.make_client = o.node_options.make_client =
-        [state = state_dir, ca_default = ca_bundle](const csi::VolumeSpec& spec,
-                                                    const csi::Secrets& secrets)
-        -> Result<std::unique_ptr<s3::ObjectClient>> {
+        [state = state_dir, ca_default = ca_bundle](
+            const csi::VolumeSpec& spec,
+            const csi::Secrets& secrets) -> Result<std::unique_ptr<s3::ObjectClient>> {
       s3::S3Config config =
           s3::S3Config::from_environment(s3::CredentialsEnvironment::from_environment());
       if (!spec.endpoint_url.empty()) config.endpoint = spec.endpoint_url;
       if (!spec.region.empty()) config.region = spec.region;
       if (!secrets.empty()) {
         config.credentials = s3::Credentials{secrets.access_key_id, secrets.secret_access_key,
-                                             secrets.session_token, std::nullopt,
-                                             "CSI secrets"};
+                                             secrets.session_token, std::nullopt, "CSI secrets"};
       }
       const std::string& pem =
           !secrets.ca_bundle_pem.empty() ? secrets.ca_bundle_pem : spec.ca_bundle_pem;

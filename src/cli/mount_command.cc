@@ -1,5 +1,6 @@
 #include "cli/mount_command.h"
 
+#include <spdlog/sinks/rotating_file_sink.h>
 #include <spdlog/sinks/syslog_sink.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
@@ -48,6 +49,7 @@ struct MountCommand {
   bool foreground = false;
   std::string metrics_address;
   std::string pid_file;
+  std::string log_file;
   std::vector<std::string> o_options;
   double part_size_mib = 8;
   std::string hydrate_min_size = "64M";
@@ -246,8 +248,18 @@ struct MountCommand {
     }
     Daemon::ready();
     if (!foreground) {
-      // Logs go to syslog once stderr is gone.
-      spdlog::set_default_logger(spdlog::syslog_logger_mt("nacre", "nacre", LOG_PID));
+      // Logs go to syslog once stderr is gone, or to --log-file (a container
+      // has no syslog: the CSI node plugin gives each mount a file).
+      if (log_file.empty()) {
+        spdlog::set_default_logger(spdlog::syslog_logger_mt("nacre", "nacre", LOG_PID));
+      } else {
+        try {
+          spdlog::set_default_logger(spdlog::rotating_logger_mt("nacre", log_file, 16u << 20, 2));
+        } catch (const spdlog::spdlog_ex&) {
+          spdlog::set_default_logger(spdlog::syslog_logger_mt("nacre", "nacre", LOG_PID));
+          spdlog::error("cannot log to {}: logging to syslog", log_file);
+        }
+      }
       spdlog::set_level(spdlog::level::from_str(log_level));
     }
     spdlog::info("mounted s3://{}/{} on {}", src->bucket, src->prefix, mo.mountpoint);
@@ -323,6 +335,8 @@ void add_mount_command(CLI::App& app, int& exit_code) {
   cmd->add_flag("-f,--foreground", m->foreground, "stay in the foreground, log to stderr");
   cmd->add_option("--metrics-address", m->metrics_address,
                   "serve Prometheus metrics at http://HOST:PORT/metrics");
+  cmd->add_option("--log-file", m->log_file,
+                  "once daemonised, log here (rotated at 16 MiB, 2 kept) instead of syslog");
   cmd->add_option("--pid-file", m->pid_file,
                   "write the serving process's pid here (removed at exit)");
   cmd->add_option("-o", m->o_options,
