@@ -9,6 +9,7 @@
 #include <memory>
 
 #include "csi/mounter.h"
+#include "csi/node_state.h"
 #include "csi/server.h"
 #include "s3/crypto.h"
 #include "s3/s3_client.h"
@@ -73,7 +74,7 @@ struct CsiCommand {
     o.controller_options.defaults = defaults;
     // S3 clients of the controller and of the node's existence check, with
     // the volume's endpoint, secrets and CA bundle (a PEM from the volume or
-    // its secrets is written once to the state directory, 0600).
+    // its secrets is written once to the state directory, atomically).
     o.controller_options.make_client = o.node_options.make_client =
         [state = state_dir, ca_default = ca_bundle](
             const csi::VolumeSpec& spec,
@@ -91,9 +92,7 @@ struct CsiCommand {
       if (!pem.empty()) {
         const std::string file = state + "/ca-" + s3::sha256_hex(pem).substr(0, 16) + ".pem";
         if (::access(file.c_str(), R_OK) != 0) {
-          std::ofstream out(file, std::ios::trunc);
-          out << pem;
-          if (!out.flush()) return fail(ErrorCode::kIo, "cannot write " + file);
+          if (auto ok = csi::write_file_atomic(file, pem); !ok) return std::unexpected(ok.error());
         }
         config.http.ca_bundle = file;
       } else if (!ca_default.empty()) {

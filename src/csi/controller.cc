@@ -119,7 +119,11 @@ Result<CreatedVolume> Controller::create(const std::string& name, int64_t requir
                   "volume " + name + " exists with another capacity or other parameters");
     }
   }
-  auto client = client_for(plan->id, secrets);
+  // The class's own endpoint, CA bundle and addressing style, not only what
+  // the id carries (DeleteVolume has only that, or the driver's defaults).
+  auto creds = parse_secrets(secrets);
+  if (!creds) return std::unexpected(creds.error());
+  auto client = options_.make_client(plan->spec, *creds);
   if (!client) return std::unexpected(client.error());
   if (plan->id.kind == VolumeId::Kind::kFresh) {
     // The marker says whose prefix it is: a second CreateVolume of the same
@@ -163,6 +167,12 @@ Result<CreatedVolume> Controller::create(const std::string& name, int64_t requir
            slash = marker.find('/', slash + 1)) {
         const std::string outer = marker.substr(0, slash + 1);
         auto o = (*client)->head_object(plan->spec.bucket, outer);
+        // Only "not there" (or not readable with prefix-scoped keys) counts as
+        // no volume: any other failure must not let a nested claim through.
+        if (!o && o.error().code != ErrorCode::kNoSuchKey &&
+            o.error().code != ErrorCode::kNotFound && o.error().code != ErrorCode::kAccessDenied) {
+          return std::unexpected(o.error());
+        }
         if (o && o->metadata.contains(kNameMeta)) {
           return fail(ErrorCode::kExists, "s3://" + plan->spec.bucket + "/" + marker +
                                               " lies inside volume " + o->metadata.at(kNameMeta) +

@@ -1,6 +1,6 @@
 // The CSI Controller service without gRPC: a volume is a prefix, so
-// provisioning is one HEAD and one PUT (a fresh prefix) or nothing at all (a
-// volume linked to an existing dataset).
+// provisioning is a few HEADs, a LIST and one PUT (a fresh prefix) or one
+// LIST (a volume linked to an existing dataset).
 #pragma once
 
 #include <functional>

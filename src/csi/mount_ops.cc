@@ -87,15 +87,6 @@ std::optional<MountEntry> find_mount(const std::vector<MountEntry>& table,
 }
 
 Status bind_mount(const std::string& source, const std::string& target, bool read_only) {
-  // The source leaves its peer group first. Under kubelet's directory (an
-  // rshared mount on a node) every bind of a shared mount is its peer, so a
-  // mount stacked on one of them (a repair) would propagate onto all the
-  // others, and unmounting one pod's bind would take it from every pod.
-  // Binds of a private mount get a peer group each: a repair stacked on a
-  // target still reaches the pods (HostToContainer slaves) of that target.
-  if (::mount(nullptr, source.c_str(), nullptr, MS_PRIVATE, nullptr) != 0 && errno != EINVAL) {
-    return fail_errno("make " + source + " private", errno);
-  }
   if (::mount(source.c_str(), target.c_str(), nullptr, MS_BIND, nullptr) != 0) {
     return fail_errno("bind mount " + source + " on " + target, errno);
   }

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -13,6 +14,7 @@
 #include <thread>
 
 #include "csi/mount_ops.h"
+#include "s3/crypto.h"
 
 namespace nacre::csi {
 
@@ -61,6 +63,11 @@ bool wait_exit(pid_t pid, const std::string& dir, std::chrono::milliseconds limi
 }  // namespace
 
 Result<std::unique_ptr<Node>> Node::open(NodeOptions options) {
+  if (options.private_dir.empty()) {
+    // One per plugin (state directory): two plugins in one mount namespace
+    // (tests) never share it.
+    options.private_dir = "/run/nacre-csi/" + s3::sha256_hex(options.state_dir).substr(0, 12);
+  }
   std::unique_ptr<Node> node(new Node(std::move(options)));
   if (auto ok = make_dirs(node->mounts_dir()); !ok) return std::unexpected(ok.error());
   ::chmod(node->options_.state_dir.c_str(), 0700);
@@ -99,10 +106,72 @@ Result<std::unique_ptr<Node>> Node::open(NodeOptions options) {
   return node;
 }
 
-Node::~Node() = default;
+Node::~Node() {
+  // The private copies are only sources for new binds; the staging and
+  // target binds made from them are mounts of their own and stay. A new
+  // plugin makes the copies again when it needs them.
+  std::lock_guard lock(mu_);
+  if (find_mount(read_mountinfo(), options_.private_dir)) {
+    if (::umount2(options_.private_dir.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW) != 0) {
+      spdlog::warn("umount -l {}: {}", options_.private_dir, std::strerror(errno));
+    }
+  }
+  ::rmdir(options_.private_dir.c_str());
+}
 
 Status Node::save() {
   return state_.save(state_file());
+}
+
+// The FUSE mount at <state-dir>/mounts/KEY is shared (its copies in the
+// mounter's container and on the host are peers: an unmount here reaches
+// them). Pods are never bound from it directly: every bind of a shared mount
+// joins its peer group, so a repair stacked on one target would spread to
+// all and one pod's unmount would take it from every pod. They are bound from
+// a private copy in a tmpfs of the plugin's own (below /run, never shared);
+// each bind of it gets a peer group of its own, which a HostToContainer pod
+// still follows.
+Result<std::string> Node::private_source(const std::string& key) {
+  const std::string& root = options_.private_dir;
+  if (!find_mount(read_mountinfo(), root)) {
+    if (auto ok = make_dirs(root); !ok) return std::unexpected(ok.error());
+    if (::mount("nacre-csi", root.c_str(), "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                "mode=0700,size=1m") != 0) {
+      return fail_errno("mount a tmpfs on " + root, errno);
+    }
+  }
+  if (::mount(nullptr, root.c_str(), nullptr, MS_PRIVATE, nullptr) != 0) {
+    return fail_errno("make " + root + " private", errno);
+  }
+  const std::string& dir = state_.mounts.at(key).dir;
+  const std::string copy = root + "/" + key;
+  auto table = read_mountinfo();
+  auto mounted = find_mount(table, dir);
+  if (!mounted || mounted->fs_type != "fuse.nacre") {
+    return fail(ErrorCode::kNetwork, "the mount of " + state_.mounts.at(key).source +
+                                         " is not at " + dir + ": it is being repaired, retry");
+  }
+  auto have = find_mount(table, copy);
+  if (have && have->major == mounted->major && have->minor == mounted->minor) return copy;
+  if (have) {
+    if (auto d = detach_mounts(copy); !d) return std::unexpected(d.error());
+  }
+  if (auto ok = make_dirs(copy); !ok) return std::unexpected(ok.error());
+  if (::mount(dir.c_str(), copy.c_str(), nullptr, MS_BIND, nullptr) != 0) {
+    return fail_errno("bind mount " + dir + " on " + copy, errno);
+  }
+  if (::mount(nullptr, copy.c_str(), nullptr, MS_PRIVATE, nullptr) != 0) {
+    int err = errno;
+    (void)detach_mounts(copy);
+    return fail_errno("make " + copy + " private", err);
+  }
+  return copy;
+}
+
+void Node::drop_private_source(const std::string& key) {
+  const std::string copy = options_.private_dir + "/" + key;
+  if (auto d = detach_mounts(copy); !d) spdlog::warn("{}", d.error().describe());
+  ::rmdir(copy.c_str());
 }
 
 Node::Problem Node::mount_problem(const std::string& key) {
@@ -136,7 +205,7 @@ Status Node::start_mount(const std::string& key, MountRecord record, const Env& 
   auto entry = find_mount(read_mountinfo(), record.dir);
   if (entry && entry->fs_type == "fuse.nacre" && process_alive(old, record.dir)) {
     Probe p = probe_path(record.dir, options_.probe_deadline);
-    if (p.answered && p.error == 0) {
+    if (!p.answered || p.error == 0) {  // serving, or busy: never killed for that
       spdlog::warn("mount {} of {} was serving unrecorded (pid {}): adopted", key, record.source,
                    old);
       record.pid = old;
@@ -231,11 +300,14 @@ Status Node::ensure_mount(const std::string& key, const MountRecord* fresh, cons
       ::kill(record.pid, SIGKILL);
       wait_exit(record.pid, record.dir, std::chrono::milliseconds(2000));
     }
+    drop_private_source(key);
     if (auto d = detach_mounts(record.dir); !d) return std::unexpected(d.error());
   }
   if (auto ok = start_mount(key, record, saved); !ok) return ok;
   // Every bind of the old mount points at a dead connection: bind again.
-  const std::string& dir = state_.mounts.at(key).dir;
+  auto source = private_source(key);
+  if (!source) return std::unexpected(source.error());
+  const std::string& dir = *source;
   for (auto& [id, v] : state_.volumes) {
     if (v.mount_key != key) continue;
     // On top of the dead bind, not in its place: a pod whose volume mount
@@ -245,7 +317,11 @@ Status Node::ensure_mount(const std::string& key, const MountRecord* fresh, cons
     auto rebind = [&](const std::string& path, bool ro) -> Status {
       return bind_mount(dir, path, ro);
     };
-    if (auto ok = rebind(v.staging_path, v.read_only); !ok) return ok;
+    // A path unstaged or unpublished meanwhile (detached before its call
+    // got the lock) is not bound again.
+    if (find_mount(read_mountinfo(), v.staging_path)) {
+      if (auto ok = rebind(v.staging_path, v.read_only); !ok) return ok;
+    }
     for (auto t = v.targets.begin(); t != v.targets.end();) {
       auto entry = find_mount(read_mountinfo(), *t);
       if (!entry) {  // unpublished meanwhile (its record was not updated in time)
@@ -270,11 +346,14 @@ Status Node::stage(const std::string& volume_id, const std::string& staging_path
   if (auto ok = apply_capability(*spec, cap); !ok) return ok;
   auto creds = parse_secrets(secrets);
   if (!creds) return std::unexpected(creds.error());
+  // The settings leave out the Secret (keys and its caBundle): a restage with
+  // rotated secrets is the same volume.
+  const std::string settings = mount_key(*spec, Secrets{});
   if (!creds->ca_bundle_pem.empty()) spec->ca_bundle_pem = creds->ca_bundle_pem;
   std::string key = mount_key(*spec, *creds);
-  const std::string settings = mount_key(*spec, Secrets{});
 
   std::unique_lock lock(mu_);
+  bool rotate = true;  // save these secrets for the mount's next start
   if (!state_.volumes.contains(volume_id) && options_.make_client) {
     // A fresh volume is its marker: once DeleteVolume removed it, the
     // volume does not exist (a mount would show an empty directory).
@@ -307,6 +386,15 @@ Status Node::stage(const std::string& volume_id, const std::string& staging_path
     }
     // Same volume, same settings: only the secrets may have changed (rotated);
     // it stays on its mount, which gets the new keys at its next start.
+    // Other volumes on that mount keep their keys: only a sole user's
+    // rotated secrets replace the saved ones.
+    if (key != v->second.mount_key && state_.users(v->second.mount_key) > 1) {
+      spdlog::warn(
+          "volume {}: new secrets, but its mount {} serves other volumes too: their "
+          "keys stay until the mount is started anew",
+          volume_id, v->second.mount_key);
+      rotate = false;
+    }
     key = v->second.mount_key;
   }
   MountRecord record;
@@ -322,19 +410,19 @@ Status Node::stage(const std::string& volume_id, const std::string& staging_path
   }
   record.args = mount_arguments(*spec, record.dir, record.cache_dir, ca_file);
   Env env = credentials_env(*creds);
-  if (auto ok = ensure_mount(key, &record, &env); !ok) return ok;
+  if (auto ok = ensure_mount(key, &record, rotate ? &env : nullptr); !ok) return ok;
 
+  auto source = private_source(key);
+  if (!source) return std::unexpected(source.error());
   auto table = read_mountinfo();
   auto staged = find_mount(table, staging_path);
-  auto mounted = find_mount(table, state_.mounts.at(key).dir);
+  auto mounted = find_mount(table, *source);
   if (!staged || !mounted || staged->minor != mounted->minor || staged->major != mounted->major) {
     if (staged) {
       if (auto d = detach_mounts(staging_path); !d) return std::unexpected(d.error());
     }
     if (auto ok = make_dirs(staging_path); !ok) return ok;
-    if (auto ok = bind_mount(state_.mounts.at(key).dir, staging_path, spec->read_only); !ok) {
-      return ok;
-    }
+    if (auto ok = bind_mount(*source, staging_path, spec->read_only); !ok) return ok;
   }
   VolumeRecord& v = state_.volumes[volume_id];
   v.mount_key = key;
@@ -386,12 +474,17 @@ Status Node::publish(const std::string& volume_id, const std::string& staging_pa
   }
   const bool ro = readonly || ro_mode || v->second.read_only;
   if (auto ok = ensure_mount(key, nullptr, nullptr); !ok) return ok;
-  wait_preload(key, v->second.preload_wait_seconds, lock);
+  if (auto ok = wait_preload(key, v->second.preload_wait_seconds, lock); !ok) return ok;
+  // The lock was let go while waiting: everything is looked up again.
   v = state_.volumes.find(volume_id);
-  if (v == state_.volumes.end()) {
-    return fail(ErrorCode::kPreconditionFailed, "volume " + volume_id + " was unstaged meanwhile");
+  if (v == state_.volumes.end() || v->second.staging_path != staging_path ||
+      v->second.mount_key != key || !state_.mounts.contains(key)) {
+    return fail(ErrorCode::kPreconditionFailed,
+                "volume " + volume_id + " was unstaged or staged again meanwhile");
   }
-  const std::string& dir = state_.mounts.at(key).dir;
+  auto source = private_source(key);
+  if (!source) return std::unexpected(source.error());
+  const std::string& dir = *source;
   auto table = read_mountinfo();
   auto target = find_mount(table, target_path);
   auto mounted = find_mount(table, dir);
@@ -432,6 +525,9 @@ Status Node::unpublish(const std::string& volume_id, const std::string& target_p
                  target_path);
     return {};
   }
+  // Again under the lock: a repair may have bound it meanwhile.
+  if (auto again = detach_mounts(target_path); !again) return std::unexpected(again.error());
+  ::rmdir(target_path.c_str());
   if (auto v = state_.volumes.find(volume_id); v != state_.volumes.end()) {
     v->second.targets.erase(target_path);
     if (auto ok = save(); !ok) return ok;
@@ -443,8 +539,15 @@ Status Node::unpublish(const std::string& volume_id, const std::string& target_p
 
 void Node::stop_mount(const std::string& key) {
   MountRecord m = state_.mounts.at(key);
+  if (auto p = preloads_.find(key); p != preloads_.end()) {
+    std::lock_guard plock(p->second->mu);
+    p->second->cancelled = true;  // before its marker is removed below
+    preloads_.erase(p);
+  }
   auto entry = find_mount(read_mountinfo(), m.dir);
   std::string how = "unmounted";
+  drop_private_source(key);
+  // Shared with the mounter's and the host's copies: the unmount reaches them.
   if (auto d = detach_mounts(m.dir); !d) spdlog::warn("mount {}: {}", key, d.error().describe());
   // Detached with nothing else holding it, the kernel ends the connection and
   // the daemon exits. A daemon that is stuck gets SIGTERM, then its FUSE
@@ -468,11 +571,6 @@ void Node::stop_mount(const std::string& key) {
   }
   ::rmdir(m.dir.c_str());
   state_.mounts.erase(key);
-  if (auto p = preloads_.find(key); p != preloads_.end()) {
-    std::lock_guard plock(p->second->mu);
-    p->second->cancelled = true;
-    preloads_.erase(p);
-  }
   spdlog::info("mount {} of {} {} (its node cache stays in {})", key, m.source, how, m.cache_dir);
 }
 
@@ -487,6 +585,8 @@ Status Node::unstage(const std::string& volume_id, const std::string& staging_pa
                                            " detached; another operation on this node is "
                                            "running, try again");
   }
+  // Again under the lock: a repair may have bound it meanwhile.
+  if (auto again = detach_mounts(staging_path); !again) return std::unexpected(again.error());
   auto v = state_.volumes.find(volume_id);
   if (v == state_.volumes.end() || v->second.staging_path != staging_path) {
     spdlog::info("unstage of volume {} at {}: not staged here ({} mounts detached)", volume_id,

@@ -27,6 +27,9 @@ struct NodeOptions {
   DriverDefaults defaults;
   Launcher launcher = local_launcher();  // how `nacre mount` is started (mounter.h)
   ClientFactory make_client;             // checks that a fresh volume still exists at stage
+  // A directory for a tmpfs of the plugin's own, never shared, holding the
+  // private copies pods are bound from (node.cc); default below /run.
+  std::string private_dir;
   std::chrono::milliseconds probe_deadline{2000};
   std::chrono::milliseconds mount_deadline{120000};
 };
@@ -65,6 +68,7 @@ class Node {
     bool done = false;
     bool ok = false;
     bool cancelled = false;  // its mount was stopped: leave no marker
+    std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
   };
   explicit Node(NodeOptions options) : options_(std::move(options)) {}
 
@@ -87,7 +91,13 @@ class Node {
                                    const std::map<std::string, std::string>& env);
   void stop_mount(const std::string& key);
   void start_preload(const std::string& key, const std::vector<std::string>& globs);
-  void wait_preload(const std::string& key, int seconds, std::unique_lock<std::timed_mutex>& lock);
+  // Waits for the preload of `key`, at most `seconds` after it started and at
+  // most 90 s per call (under kubelet's NodePublish timeout): UNAVAILABLE
+  // while it runs and time is left, so kubelet calls again.
+  [[nodiscard]] Status wait_preload(const std::string& key, int seconds,
+                                    std::unique_lock<std::timed_mutex>& lock);
+  [[nodiscard]] Result<std::string> private_source(const std::string& key);
+  void drop_private_source(const std::string& key);
 
   NodeOptions options_;
   // One stage or publish at a time; all fields below. Unpublish and unstage

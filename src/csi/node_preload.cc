@@ -55,20 +55,32 @@ void Node::start_preload(const std::string& key, const std::vector<std::string>&
   }).detach();
 }
 
-void Node::wait_preload(const std::string& key, int seconds,
-                        std::unique_lock<std::timed_mutex>& lock) {
-  if (seconds <= 0) return;
+Status Node::wait_preload(const std::string& key, int seconds,
+                          std::unique_lock<std::timed_mutex>& lock) {
+  if (seconds <= 0) return {};
   auto it = preloads_.find(key);
-  if (it == preloads_.end()) return;
+  if (it == preloads_.end()) return {};
   std::shared_ptr<Preload> p = it->second;
+  const auto deadline = p->started + std::chrono::seconds(seconds);
+  const auto now = std::chrono::steady_clock::now();
+  const auto wait =
+      std::min<std::chrono::steady_clock::duration>(deadline - now, std::chrono::seconds(90));
+  bool done = false;
   lock.unlock();  // other volumes' calls go on meanwhile
   {
     std::unique_lock plock(p->mu);
-    if (!p->cv.wait_for(plock, std::chrono::seconds(seconds), [&] { return p->done; })) {
-      spdlog::warn("preload of mount {} still running after {} s: publishing anyway", key, seconds);
-    }
+    done = wait.count() <= 0 ? p->done : p->cv.wait_for(plock, wait, [&] { return p->done; });
   }
   lock.lock();
+  if (done) return {};
+  if (std::chrono::steady_clock::now() >= deadline) {
+    spdlog::warn("preload of mount {} still running after {} s: publishing anyway", key, seconds);
+    return {};
+  }
+  return fail(ErrorCode::kNetwork,
+              "the preload of this volume's files is still running "
+              "(preloadWaitSeconds " +
+                  std::to_string(seconds) + "): kubelet calls again");
 }
 
 }  // namespace nacre::csi

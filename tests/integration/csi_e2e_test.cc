@@ -448,8 +448,12 @@ class MounterProcess {
  public:
   ~MounterProcess() { signal_and_wait(SIGKILL); }
   bool start(const std::string& binary, const std::string& socket, const std::string& log) {
-    std::vector<std::string> argv = {binary, "csi", "--mode", "mounter", "--mounter-socket",
-                                     socket};
+    // In a mount namespace of its own, as a container: its mounts reach the
+    // test's (the plugin's) namespace only by propagation, as on a node, so
+    // an unmount that stays in the plugin's namespace is caught.
+    std::vector<std::string> argv = {
+        "/usr/bin/unshare", "--mount", "--propagation",    "unchanged", "--", binary, "csi",
+        "--mode",           "mounter", "--mounter-socket", socket};
     std::vector<char*> c;
     for (auto& a : argv) c.push_back(a.data());
     c.push_back(nullptr);
