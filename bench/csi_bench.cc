@@ -31,7 +31,7 @@
 // node-stage secrets) and bucket (NACRE_TEST_BUCKET); the flags override it.
 // Prints one row per step: n, min, median, max in milliseconds.
 #include <dirent.h>
-#include <fcntl.h>  // tests/integration/csi_client.h uses O_* without including it
+#include <fcntl.h>
 #include <sys/mount.h>
 #include <sys/statfs.h>
 #include <unistd.h>
@@ -54,6 +54,7 @@
 #include <vector>
 
 #include "tests/integration/csi_client.h"
+#include "tests/integration/rgw_env.h"
 
 namespace {
 
@@ -82,26 +83,6 @@ struct Config {
   std::exit(2);
 }
 
-// `export NAME=value` lines, as scripts/s3-server writes them.
-StringMap read_env_file(const std::string& file) {
-  std::ifstream in(file);
-  if (!in) usage("cannot read the env file " + file);
-  StringMap env;
-  std::string line;
-  while (std::getline(in, line)) {
-    if (!line.starts_with("export ")) continue;
-    line = line.substr(7);
-    size_t eq = line.find('=');
-    if (eq == std::string::npos) continue;
-    std::string value = line.substr(eq + 1);
-    if (value.size() >= 2 && (value.front() == '\'' || value.front() == '"')) {
-      value = value.substr(1, value.size() - 2);
-    }
-    env[line.substr(0, eq)] = value;
-  }
-  return env;
-}
-
 Config parse_args(int argc, char** argv) {
   Config c;
   StringMap flags;
@@ -125,7 +106,9 @@ Config parse_args(int argc, char** argv) {
   take("rounds", rounds);
   take("expect-entries", expect);
   if (!c.env_file.empty()) {
-    StringMap env = read_env_file(c.env_file);
+    bool ok = false;
+    StringMap env = nacre::testing::read_env_file(c.env_file, &ok);
+    if (!ok) usage("cannot read the env file " + c.env_file);
     c.endpoint = env["AWS_ENDPOINT_URL"];
     c.region = env["AWS_REGION"];
     c.access_key_id = env["AWS_ACCESS_KEY_ID"];

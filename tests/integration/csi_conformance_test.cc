@@ -1,7 +1,7 @@
 // CSI conformance of `nacre csi` (issue 7): a real driver (`--mode all`,
 // `--log-level debug`) on a unix socket in a temporary directory, real gRPC,
 // the fixture's Ceph RGW and real FUSE mounts (root, /dev/fuse). Each test
-// checks the MUSTs and error codes of ../shared/reference/csi/spec.md for the
+// checks the MUSTs and error codes of the CSI specification (v1) for the
 // RPCs the driver serves: Identity, Controller (CreateVolume, DeleteVolume,
 // ValidateVolumeCapabilities, ControllerGetCapabilities; the rest
 // UNIMPLEMENTED) and Node (stage, publish, unpublish, unstage, stats,
@@ -53,6 +53,8 @@
 #include "tests/integration/rgw_env.h"
 
 namespace nacre::csi_test {
+
+using nacre::testing::random_bytes;
 namespace {
 
 namespace stdfs = std::filesystem;
@@ -244,13 +246,6 @@ int write_file(const std::string& path, const std::string& data) {
   }
   if (::close(fd) != 0) return errno;
   return 0;
-}
-
-std::string random_bytes(size_t n, unsigned seed) {
-  std::mt19937_64 rng(seed);
-  std::string s(n, '\0');
-  for (size_t i = 0; i < n; ++i) s[i] = static_cast<char>(rng() & 0xff);
-  return s;
 }
 
 std::string file_text(const std::string& path) {

@@ -75,6 +75,8 @@
 namespace nacre::csi_test {
 namespace {
 
+using nacre::testing::random_bytes;
+
 namespace stdfs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 using AccessMode = csi::v1::VolumeCapability::AccessMode;
@@ -152,16 +154,6 @@ std::string sha256_of_file(const std::string& path, uint64_t* size, std::string*
   }
   if (size) *size = total;
   return h.hex();
-}
-
-std::string random_bytes(size_t n, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::string s(n, '\0');
-  for (size_t i = 0; i + 8 <= n; i += 8) {
-    uint64_t v = rng();
-    std::memcpy(&s[i], &v, 8);
-  }
-  return s;
 }
 
 // ------------------------------------------------------------------ mounts and processes

@@ -16,6 +16,8 @@
 namespace nacre::s3 {
 namespace {
 
+using nacre::testing::random_bytes;
+
 class RgwTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -23,7 +25,8 @@ class RgwTest : public ::testing::Test {
     ASSERT_EQ(why, "");
     bucket_ = std::getenv("NACRE_TEST_BUCKET") ? std::getenv("NACRE_TEST_BUCKET") : "";
     ASSERT_FALSE(bucket_.empty()) << "NACRE_TEST_BUCKET is not set by the S3 server script";
-    auto c = S3Client::create(S3Config::from_environment(CredentialsEnvironment::from_environment()));
+    auto c =
+        S3Client::create(S3Config::from_environment(CredentialsEnvironment::from_environment()));
     ASSERT_TRUE(c) << c.error().describe();
     client_ = std::move(*c);
     prefix_ = nacre::testing::unique_prefix(
@@ -47,10 +50,11 @@ class RgwTest : public ::testing::Test {
   std::string get(const std::string& key, uint64_t off = 0, std::optional<uint64_t> len = {},
                   std::string if_match = "") {
     std::string out;
-    auto r = client_->get_object({bucket_, key, off, len, if_match}, [&](std::string_view c) -> Status {
-      out.append(c);
-      return {};
-    });
+    auto r =
+        client_->get_object({bucket_, key, off, len, if_match}, [&](std::string_view c) -> Status {
+          out.append(c);
+          return {};
+        });
     EXPECT_TRUE(r) << r.error().describe();
     return out;
   }
@@ -60,20 +64,12 @@ class RgwTest : public ::testing::Test {
   std::unique_ptr<S3Client> client_;
 };
 
-std::string random_bytes(size_t n, unsigned seed) {
-  std::mt19937_64 rng(seed);
-  std::string s(n, '\0');
-  for (size_t i = 0; i + 8 <= n; i += 8) {
-    uint64_t v = rng();
-    std::memcpy(&s[i], &v, 8);
-  }
-  return s;
-}
-
 TEST_F(RgwTest, PutHeadGetRangeWithMetadata) {
   std::string key = prefix_ + "weights.safetensors";
   std::string data = random_bytes(1 << 20, 1);
-  auto etag = client_->put_object({bucket_, key, Body::from_memory(data),
+  auto etag = client_->put_object({bucket_,
+                                   key,
+                                   Body::from_memory(data),
                                    {{"file-permissions", "0100644"}, {"file-owner", "1000"}},
                                    "application/octet-stream"});
   ASSERT_TRUE(etag) << etag.error().describe();
@@ -94,19 +90,22 @@ TEST_F(RgwTest, IfMatchOnAChangedObjectIsPreconditionFailed) {
   ASSERT_TRUE(v1);
   ASSERT_TRUE(client_->put_object({bucket_, key, Body::from_memory("version two"), {}, ""}));
   std::string out;
-  auto r = client_->get_object({bucket_, key, 0, std::nullopt, *v1}, [&](std::string_view c) -> Status {
-    out.append(c);
-    return {};
-  });
+  auto r =
+      client_->get_object({bucket_, key, 0, std::nullopt, *v1}, [&](std::string_view c) -> Status {
+        out.append(c);
+        return {};
+      });
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code, ErrorCode::kPreconditionFailed) << r.error().describe();
   EXPECT_TRUE(out.empty());
 }
 
 TEST_F(RgwTest, OddKeysRoundTrip) {
-  std::vector<std::string> names = {"space name", "plus+sign", "percent%41", "unicode-\xc3\xa9\xe2\x82\xac",
-                                    "question?mark", "hash#tag", "amp&eq=", "tilde~", "dir//double",
-                                    "dot/./segment", "star*", "ctrl-\x01-char", "lt<gt>&amp"};
+  std::vector<std::string> names = {
+      "space name",    "plus+sign",     "percent%41", "unicode-\xc3\xa9\xe2\x82\xac",
+      "question?mark", "hash#tag",      "amp&eq=",    "tilde~",
+      "dir//double",   "dot/./segment", "star*",      "ctrl-\x01-char",
+      "lt<gt>&amp"};
   for (const auto& n : names) {
     std::string key = prefix_ + n;
     ASSERT_TRUE(client_->put_object({bucket_, key, Body::from_memory(n), {}, ""}))
@@ -152,7 +151,8 @@ TEST_F(RgwTest, DeleteAndDeleteObjects) {
     ASSERT_TRUE(client_->put_object({bucket_, prefix_ + k, Body::from_memory(k), {}, ""}));
   }
   ASSERT_TRUE(client_->delete_object(bucket_, prefix_ + "a"));
-  EXPECT_TRUE(client_->delete_object(bucket_, prefix_ + "never-existed")) << "S3 deletes are idempotent";
+  EXPECT_TRUE(client_->delete_object(bucket_, prefix_ + "never-existed"))
+      << "S3 deletes are idempotent";
   auto failed = client_->delete_objects(bucket_, {prefix_ + "b", prefix_ + "c"});
   ASSERT_TRUE(failed) << failed.error().describe();
   EXPECT_TRUE(failed->empty());
@@ -163,15 +163,18 @@ TEST_F(RgwTest, DeleteAndDeleteObjects) {
 
 TEST_F(RgwTest, CopyReplacesMetadata) {
   std::string src = prefix_ + "src", dst = prefix_ + "dst";
-  ASSERT_TRUE(client_->put_object({bucket_, src, Body::from_memory("payload"), {{"file-owner", "1"}}, ""}));
-  auto etag = client_->copy_object({bucket_, src, "", bucket_, dst, UserMetadata{{"file-owner", "2"}}, "text/plain"});
+  ASSERT_TRUE(
+      client_->put_object({bucket_, src, Body::from_memory("payload"), {{"file-owner", "1"}}, ""}));
+  auto etag = client_->copy_object(
+      {bucket_, src, "", bucket_, dst, UserMetadata{{"file-owner", "2"}}, "text/plain"});
   ASSERT_TRUE(etag) << etag.error().describe();
   auto info = client_->head_object(bucket_, dst);
   ASSERT_TRUE(info);
   EXPECT_EQ(info->metadata["file-owner"], "2");
   EXPECT_EQ(get(dst), "payload");
   // Copying onto itself with REPLACE is how metadata changes in place.
-  ASSERT_TRUE(client_->copy_object({bucket_, dst, "", bucket_, dst, UserMetadata{{"file-owner", "3"}}, ""}));
+  ASSERT_TRUE(client_->copy_object(
+      {bucket_, dst, "", bucket_, dst, UserMetadata{{"file-owner", "3"}}, ""}));
   EXPECT_EQ(client_->head_object(bucket_, dst)->metadata["file-owner"], "3");
 }
 
@@ -185,7 +188,8 @@ TEST_F(RgwTest, ParallelMultipartUploadDownloadAndMultipartCopy) {
   opt.part_size = 5 * kMiB;
   opt.concurrency = 4;
   std::string key = prefix_ + "big";
-  auto etag = upload_from_fd(*client_, fd, data.size(), {bucket_, key, Body::empty(), {{"file-owner", "7"}}, ""}, opt);
+  auto etag = upload_from_fd(*client_, fd, data.size(),
+                             {bucket_, key, Body::empty(), {{"file-owner", "7"}}, ""}, opt);
   close(fd);
   ASSERT_TRUE(etag) << etag.error().describe();
   EXPECT_TRUE(etag->ends_with("-5")) << "5 parts expected, ETag " << *etag;
@@ -202,7 +206,8 @@ TEST_F(RgwTest, ParallelMultipartUploadDownloadAndMultipartCopy) {
 
   opt.multipart_copy_threshold = 5 * kMiB;  // exercise UploadPartCopy without 5 GiB
   opt.copy_part_size = 8 * kMiB;
-  auto copied = copy_any_size(*client_, {bucket_, key, *etag, bucket_, prefix_ + "copy", {}, ""}, data.size(), opt);
+  auto copied = copy_any_size(*client_, {bucket_, key, *etag, bucket_, prefix_ + "copy", {}, ""},
+                              data.size(), opt);
   ASSERT_TRUE(copied) << copied.error().describe();
   EXPECT_TRUE(copied->ends_with("-3")) << "3 parts expected, ETag " << *copied;
   EXPECT_TRUE(get(prefix_ + "copy") == data);
@@ -244,7 +249,8 @@ TEST_F(RgwTest, MissingKeyIsNoSuchKey) {
 
 TEST_F(RgwTest, WrongKeysAreInvalidCredentials) {
   S3Config c = S3Config::from_environment(CredentialsEnvironment::from_environment());
-  c.credentials = Credentials{std::getenv("AWS_ACCESS_KEY_ID"), "wrong-secret", "", std::nullopt, "test"};
+  c.credentials =
+      Credentials{std::getenv("AWS_ACCESS_KEY_ID"), "wrong-secret", "", std::nullopt, "test"};
   auto bad = S3Client::create(c);
   ASSERT_TRUE(bad);
   auto r = (*bad)->list_objects({bucket_, "", "/", "", "", 10});
