@@ -138,6 +138,14 @@ class CachedObject {
   // not cached, or the entry was released), kIo.
   [[nodiscard]] Status read(uint64_t offset, size_t len, char* out);
 
+  // True when every block is present and verified: blocks an earlier process left are
+  // read back and checked first (a bad one is dropped, and the answer is false). Answers
+  // false at once, reading nothing, when a block is absent. After true, the whole data
+  // file may be handed to a reader that bypasses this class (FUSE passthrough). Reads
+  // ahead of the checks (posix_fadvise), so the cost is about one sequential read of the
+  // unverified part; no hit or miss is counted.
+  [[nodiscard]] bool verify_all();
+
   // Bytes of blocks present (including ones from an earlier process not yet verified);
   // 0 once released().
   uint64_t cached_bytes() const;

@@ -1,4 +1,7 @@
+#include <fcntl.h>
 #include <unistd.h>
+
+#include <vector>
 
 #include "cache/block_cache.h"
 #include "cache/crc32c.h"
@@ -124,6 +127,34 @@ bool CachedObject::verify_block(uint64_t i) {
   (void)io::pwrite_full(meta_fd_, {absent.data(), absent.size()}, record_offset(i), e.meta_path);
   io::punch_hole(data_rw_fd_, offset, len);
   return false;
+}
+
+bool CachedObject::verify_all() {
+  const detail::Entry& e = *entry_;
+  std::vector<uint64_t> unverified;
+  {
+    std::lock_guard lk(entry_->mu);
+    if (e.dropped) return false;
+    for (uint64_t i = 0; i < e.block_count; ++i) {
+      if (e.state[i] == BlockState::kUnverified) {
+        unverified.push_back(i);
+      } else if (e.state[i] != BlockState::kVerified) {
+        return false;
+      }
+    }
+  }
+  // Ask the kernel to read a window ahead, so the disk streams while we checksum.
+  constexpr size_t kAheadBlocks = 64;
+  size_t advised = 0;
+  for (size_t k = 0; k < unverified.size(); ++k) {
+    while (advised < unverified.size() && advised < k + kAheadBlocks) {
+      const uint64_t b = unverified[advised++];
+      (void)::posix_fadvise(data_ro_fd_, static_cast<off_t>(b * e.block_size),
+                            static_cast<off_t>(e.block_length(b)), POSIX_FADV_WILLNEED);
+    }
+    if (!check_block(unverified[k])) return false;
+  }
+  return !released();
 }
 
 Status CachedObject::write_block(uint64_t i, std::string_view data) {

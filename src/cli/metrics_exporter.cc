@@ -85,6 +85,9 @@ class Collector : public prometheus::Collectable {
     counter("nacre_uncached_read_bytes_total",
             "Bytes read straight from S3 because the cache would not take them",
             static_cast<double>(metrics_.uncached_read_bytes.load()));
+    counter("nacre_passthrough_opens_total",
+            "Opens served by kernel passthrough (their reads never reach the daemon)",
+            static_cast<double>(metrics_.passthrough_opens.load()));
     counter("nacre_refused_symlinks_total", "Symlinks refused by --contain-symlinks",
             static_cast<double>(metrics_.refused_symlinks.load()));
     counter("nacre_written_bytes_total", "Bytes written through the mount (to staged files)",

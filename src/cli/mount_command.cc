@@ -53,6 +53,8 @@ struct MountCommand {
   std::vector<std::string> o_options;
   double part_size_mib = 8;
   std::string hydrate_min_size = "64M";
+  std::string passthrough = "auto";
+  std::string passthrough_min_size = "8M";
   int fetch_threads = 16;
   int fuse_threads = 16;
   std::string log_level = "info";
@@ -117,6 +119,10 @@ struct MountCommand {
           metrics_address = value;
         else if (key == "hydrate-min-size")
           hydrate_min_size = value;
+        else if (key == "passthrough")
+          passthrough = value;
+        else if (key == "passthrough-min-size")
+          passthrough_min_size = value;
         else
           fuse_extra.push_back(opt);
       }
@@ -146,6 +152,15 @@ struct MountCommand {
     auto hydrate =
         hydrate_min_size == "off" ? Result<uint64_t>(UINT64_MAX) : parse_bytes(hydrate_min_size);
     if (!hydrate) return report(hydrate.error());
+    if (passthrough != "auto" && passthrough != "off") {
+      return report(Error{ErrorCode::kInvalidArgument,
+                          "--passthrough must be auto or off, not '" + passthrough + "'",
+                          {},
+                          {},
+                          0});
+    }
+    auto pt_min = parse_bytes(passthrough_min_size);
+    if (!pt_min) return report(pt_min.error());
     struct stat st {};
     if (stat(mountpoint.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
       return report(Error{ErrorCode::kInvalidArgument,
@@ -200,6 +215,7 @@ struct MountCommand {
     options.import = *policy;
     options.part_size = static_cast<uint64_t>(part_size_mib * (1 << 20));
     options.hydrate_min_size = *hydrate;
+    options.passthrough_min_size = *pt_min;
     options.allow_suid = allow_suid;
     options.contain_symlinks = contain_symlinks;
     options.export_policy = *exports;
@@ -217,6 +233,7 @@ struct MountCommand {
     mo.allow_other = allow_other;
     mo.extra = *fuse_extra;
     mo.max_threads = fuse_threads;
+    mo.passthrough = passthrough == "auto";
     auto mounted = fuse::FuseMount::mount(filesystem, mo);
     if (!mounted) return report(mounted.error());
     mount_ptr = mounted->get();
@@ -347,6 +364,15 @@ void add_mount_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--hydrate-min-size", m->hydrate_min_size,
                   "read-only opens of files this large load the whole file in the background "
                   "(for mmap loaders); 'off' to fetch only what is read")
+      ->capture_default_str();
+  cmd->add_option("--passthrough", m->passthrough,
+                  "auto: fully cached files are read by the kernel straight from the cache "
+                  "file where it can (Linux 6.9+, CAP_SYS_ADMIN); off: every read goes "
+                  "through nacre")
+      ->capture_default_str();
+  cmd->add_option("--passthrough-min-size", m->passthrough_min_size,
+                  "smallest file served by passthrough (such files cannot be opened for "
+                  "writing while open by passthrough)")
       ->capture_default_str();
   cmd->add_option("--fetch-threads", m->fetch_threads, "GETs in flight for the whole mount")
       ->check(CLI::Range(1, 256));

@@ -67,6 +67,8 @@ std::string_view to_string(ErrorCode code) {
       return "FileTooBig";
     case ErrorCode::kCrossDevice:
       return "CrossDevice";
+    case ErrorCode::kBusy:
+      return "Busy";
     case ErrorCode::kReleased:
       return "Released";
     case ErrorCode::kNotCached:

@@ -45,6 +45,7 @@ enum class ErrorCode {
   kNameTooLong,    // a name over 255 bytes (ENAMETOOLONG)
   kFileTooBig,     // past S3's 5 TiB object limit (EFBIG)
   kCrossDevice,    // a rename the export policy cannot carry out as one (EXDEV)
+  kBusy,           // a write to a file the kernel reads by passthrough now (ETXTBSY)
   kOther,          // any other S3 error code (kept in Error::s3_code)
 };
 

@@ -31,6 +31,8 @@ int to_errno(const Error& error) {
       return EFBIG;
     case ErrorCode::kCrossDevice:
       return EXDEV;
+    case ErrorCode::kBusy:
+      return ETXTBSY;
     case ErrorCode::kAccessDenied:
     case ErrorCode::kInvalidCredentials:
     case ErrorCode::kCredentialsUnavailable:

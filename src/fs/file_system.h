@@ -92,6 +92,12 @@ struct FsOptions {
   uint64_t initial_window = 8ull << 20;     // sequential prefetch starts here...
   uint64_t max_window = 256ull << 20;       // ...and doubles up to this
   uint64_t hydrate_min_size = 64ull << 20;  // read-only opens of larger files hydrate whole
+  // Read-only opens of files at least this large whose cached copy is complete are
+  // served by kernel passthrough when the adapter can (open's `passthrough`). While
+  // such an open exists the file cannot be opened for writing (ETXTBSY): the kernel
+  // reads the cache file, not the staged one. Small files, which are the ones edited
+  // in place, stay in cached mode.
+  uint64_t passthrough_min_size = 8ull << 20;
   // setuid/setgid bits from file-permissions metadata are shown only when the mount
   // asks for them (-o suid); otherwise masked, as nosuid mounts do.
   bool allow_suid = false;
@@ -146,6 +152,10 @@ struct DirEntry {
 struct OpenResult {
   uint64_t fh = 0;
   bool keep_cache = false;  // the kernel may keep its page cache: same ETag as the last open
+  // >= 0: open this handle in kernel passthrough mode on this file (the complete,
+  // verified cache file; valid until release(fh)). Every open of one inode then gets
+  // the same file until its last passthrough handle is released. keep_cache is false.
+  int passthrough_fd = -1;
 };
 
 // Bytes [offset, offset + length) of file descriptor `fd` (the cache file),
@@ -189,8 +199,14 @@ class FileSystem {
   // kStale when the inode no longer names the object's current version (the kernel
   // then walks the path again and opens the new inode); kIsADirectory; kReadOnly.
   // An open for writing stages the file (O_TRUNC: empty; otherwise a copy of the
-  // object, from the node cache where it has the bytes).
-  [[nodiscard]] Result<OpenResult> open(Ino ino, int flags);
+  // object, from the node cache where it has the bytes); kBusy while the file has
+  // passthrough opens. `passthrough`: the adapter can serve this open by kernel
+  // passthrough (OpenResult::passthrough_fd), granted to a read-only open of an
+  // unstaged file of passthrough_min_size or more whose cached copy is complete and
+  // verified, when every other open of the inode is passthrough too (the kernel
+  // refuses to mix the two modes on one inode); every read-only open of an inode
+  // that has passthrough handles is one.
+  [[nodiscard]] Result<OpenResult> open(Ino ino, int flags, bool passthrough = false);
   [[nodiscard]] Result<ReadResult> read(uint64_t fh, uint64_t offset, size_t size);
   // Exports a handle's staged file when it is the last writer to go (a shared
   // mmap's pages may be written back after close); a failure is retried later.
@@ -290,6 +306,10 @@ class FileSystem {
   // A read served straight from S3 (same version, If-Match) when the cache cannot
   // take the bytes.
   Result<ReadResult> read_uncached(Handle& h, uint64_t offset, size_t length, const Error& why);
+  // Makes `h` a passthrough handle on `object` (or on the inode's passthrough object)
+  // when the kernel's rules allow it now; its file descriptor, or -1. Locked.
+  int start_passthrough(Ino ino, Handle& h, const std::shared_ptr<cache::CachedObject>& object);
+  std::unexpected<Error> busy_error(const Inode& n);
 
   // Write path internals (write_path.cc).
   struct Staged;
@@ -298,7 +318,9 @@ class FileSystem {
   // The staged file of inode `ino`, staging it first if needed: an empty file
   // when `truncate`, otherwise the object's bytes. No lock held.
   // `created`: set when this call made the staged file (not another handle's).
+  // kBusy while the inode has passthrough opens.
   Result<std::shared_ptr<Staged>> stage(Ino ino, bool truncate, bool* created = nullptr);
+  Result<std::shared_ptr<Staged>> stage_file(Ino ino, bool truncate, bool* created);
   // A staged file recovered at start for `key` (not exported yet), taken over by
   // inode `ino` so that a new write and the recovered one are one file. Locked.
   std::shared_ptr<Staged> adopt_recovered(const std::string& key, Ino ino);

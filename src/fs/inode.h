@@ -32,6 +32,11 @@ struct FileSystem::Inode {
   std::string symlink_target;           // loaded by readlink
   uint64_t lookups = 0;                 // the kernel's references (lookup minus forget)
   uint64_t open_handles = 0;            // open file handles of this inode
+  // Of those, handles the kernel serves by passthrough, all from this cache object
+  // (kept while passthrough_opens > 0: the kernel allows one backing file per inode).
+  uint64_t passthrough_opens = 0;
+  std::shared_ptr<cache::CachedObject> passthrough_object;
+  uint64_t staging = 0;  // stage() calls in progress (no passthrough may start meanwhile)
   SteadyClock::time_point validated{};  // existence and attributes last confirmed by S3
   std::string last_open_etag;           // for keep_cache
   // Written here and not exported yet (or open for writing): the staged file is
@@ -56,6 +61,9 @@ struct FileSystem::Handle {
   // Set at open when the inode is staged: reads and writes go to the staged file.
   std::shared_ptr<Staged> staged;
   bool writable = false;
+  // A passthrough handle: the kernel reads this cache object's file itself (pinned
+  // here, so it is neither evicted nor closed while the kernel uses it).
+  std::shared_ptr<cache::CachedObject> passthrough;
   std::mutex mu;
   // Null when the cache could not take an entry at open (bounds reached, disk full):
   // reads are then served from S3 directly.

@@ -22,6 +22,9 @@ struct Metrics {
   // Bytes read straight from S3 because the cache would not take them (its bounds
   // were reached with data in use, or the disk was full).
   std::atomic<uint64_t> uncached_read_bytes{0};
+  // Opens served by kernel passthrough: the kernel reads their bytes from the cache
+  // file without asking the daemon, so read_bytes does not count them.
+  std::atomic<uint64_t> passthrough_opens{0};
   std::atomic<uint64_t> refused_symlinks{0};  // --contain-symlinks refusals
   std::atomic<uint64_t> written_bytes{0};     // bytes written to staged files
   std::atomic<uint64_t> exported_bytes{0};    // bytes of staged files S3 took

@@ -42,7 +42,7 @@ Result<std::shared_ptr<BlockFetcher>> FileSystem::fetcher_for(const cache::Objec
   return fetcher;
 }
 
-Result<OpenResult> FileSystem::open(Ino ino, int flags) {
+Result<OpenResult> FileSystem::open(Ino ino, int flags, bool passthrough) {
   int access = flags & O_ACCMODE;
   const bool write = access != O_RDONLY || (flags & O_TRUNC);
   if (write) {
@@ -61,6 +61,7 @@ Result<OpenResult> FileSystem::open(Ino ino, int flags) {
       // answers ESTALE by walking the path again (LOOKUP_REVAL) and opening that.
       return fail(ErrorCode::kStale, "the object changed or was deleted");
     }
+    if (write && n->passthrough_opens > 0) return busy_error(*n);
     // Close-to-open: an open revalidates unless a HEAD confirmed the version
     // within the TTL. A listing alone has no metadata, so the first open HEADs.
     // A staged file is what this mount wrote: S3 does not replace it.
@@ -116,11 +117,33 @@ Result<OpenResult> FileSystem::open(Ino ino, int flags) {
       handles_[fh] = std::move(handle);
       return OpenResult{fh, !write || keep_cache};
     }
+    if (n->passthrough_opens > 0) {
+      // The kernel reads this inode from its backing file: every open must join it.
+      auto handle = std::make_shared<Handle>(ino, v, options_);
+      handle->passthrough = n->passthrough_object;
+      n->open_handles++;
+      n->passthrough_opens++;
+      metrics_.passthrough_opens++;
+      uint64_t fh = next_fh_++;
+      handles_[fh] = handle;
+      return OpenResult{fh, false, handle->passthrough->data_fd()};
+    }
     n->open_handles++;  // from here on, a new version of the key gets a new inode
+    passthrough = passthrough && !write && v.size >= options_.passthrough_min_size;
   }
   auto handle = std::make_shared<Handle>(ino, v, options_);
   if (v.size > 0) {
     auto fetcher = fetcher_for(v, /*current=*/true);
+    // A complete cached copy, every block verified, is handed to the kernel whole.
+    if (fetcher && passthrough && (*fetcher)->object()->verify_all()) {
+      std::lock_guard lock(mu_);
+      if (auto fd = start_passthrough(ino, *handle, (*fetcher)->object()); fd >= 0) {
+        handle->fetcher = std::move(*fetcher);
+        uint64_t fh = next_fh_++;
+        handles_[fh] = std::move(handle);
+        return OpenResult{fh, false, fd};
+      }
+    }
     if (fetcher) {
       handle->fetcher = std::move(*fetcher);
       if (v.size >= options_.hydrate_min_size) {
@@ -142,6 +165,25 @@ Result<OpenResult> FileSystem::open(Ino ino, int flags) {
   uint64_t fh = next_fh_++;
   handles_[fh] = std::move(handle);
   return OpenResult{fh, keep_cache};
+}
+
+int FileSystem::start_passthrough(Ino ino, Handle& h,
+                                  const std::shared_ptr<cache::CachedObject>& object) {
+  Inode* n = find(ino);
+  // Staged meanwhile (its bytes are the staged file's now), or opened in cached mode
+  // by someone else while this open verified: the kernel would refuse to mix them.
+  if (!n || n->staged || n->staging > 0 || n->open_handles != n->passthrough_opens + 1) return -1;
+  if (n->passthrough_opens == 0) n->passthrough_object = object;
+  n->passthrough_opens++;
+  h.passthrough = n->passthrough_object;
+  metrics_.passthrough_opens++;
+  return h.passthrough->data_fd();
+}
+
+std::unexpected<Error> FileSystem::busy_error(const Inode& n) {
+  return fail(ErrorCode::kBusy, "s3://" + options_.bucket + "/" + n.key +
+                                    " is open for reading by kernel passthrough; it can be "
+                                    "written once those readers close it");
 }
 
 Result<ReadResult> FileSystem::read(uint64_t fh, uint64_t offset, size_t size) {
@@ -274,6 +316,9 @@ void FileSystem::release(uint64_t fh) {
   }
   std::lock_guard lock(mu_);
   if (Inode* n = find(h->ino)) {
+    if (h->passthrough && n->passthrough_opens > 0 && --n->passthrough_opens == 0) {
+      n->passthrough_object.reset();
+    }
     if (n->open_handles > 0) n->open_handles--;
     drop_staged_if_done(*n);
     drop_if_unused(h->ino);

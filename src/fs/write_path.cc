@@ -63,6 +63,27 @@ Result<std::shared_ptr<FileSystem::Staged>> FileSystem::new_staged(
 
 Result<std::shared_ptr<FileSystem::Staged>> FileSystem::stage(Ino ino, bool truncate,
                                                               bool* created) {
+  {
+    std::lock_guard lock(mu_);
+    Inode* n = find(ino);
+    if (!n) return fail(ErrorCode::kStale, "stale inode");
+    // The kernel reads the cache file for passthrough handles: writes would not reach them.
+    if (!n->staged && n->passthrough_opens > 0) return busy_error(*n);
+    n->staging++;  // and no passthrough open starts until this is over
+  }
+  struct Unmark {
+    FileSystem& fs;
+    Ino ino;
+    ~Unmark() {
+      std::lock_guard lock(fs.mu_);
+      if (Inode* n = fs.find(ino); n && n->staging > 0) n->staging--;
+    }
+  } unmark{*this, ino};
+  return stage_file(ino, truncate, created);
+}
+
+Result<std::shared_ptr<FileSystem::Staged>> FileSystem::stage_file(Ino ino, bool truncate,
+                                                                   bool* created) {
   cache::ObjectVersion v;
   PosixMetadata posix;
   s3::UserMetadata other;

@@ -18,6 +18,7 @@
 
 #include "fs/errno_map.h"
 #include "fuse/control_ioctl.h"
+#include "fuse/passthrough.h"
 
 namespace nacre::fuse {
 
@@ -29,8 +30,18 @@ namespace {
 // to copying every reply for good. 1008 KiB keeps header + data within 1 MiB.
 constexpr unsigned kMaxRead = 1008 * 1024;
 
+using Context = FuseMount::Context;
+
+Context& context_of(void* userdata) {
+  return *static_cast<Context*>(userdata);
+}
+
 fs::FileSystem& fs_of(fuse_req_t req) {
-  return *static_cast<fs::FileSystem*>(fuse_req_userdata(req));
+  return *context_of(fuse_req_userdata(req)).fs;
+}
+
+Passthrough& passthrough_of(fuse_req_t req) {
+  return *context_of(fuse_req_userdata(req)).passthrough;
 }
 
 void reply_error(fuse_req_t req, const Error& e) {
@@ -80,7 +91,7 @@ struct stat to_stat(const fs::Attr& a) {
   return st;
 }
 
-void on_init(void*, fuse_conn_info* conn) {
+void on_init(void* userdata, fuse_conn_info* conn) {
   // Splice replies straight from the cache file; let the kernel issue reads
   // in parallel; large requests.
   if (conn->capable & FUSE_CAP_SPLICE_WRITE) conn->want |= FUSE_CAP_SPLICE_WRITE;
@@ -99,6 +110,8 @@ void on_init(void*, fuse_conn_info* conn) {
   spdlog::info("FUSE protocol {}.{}, max_readahead {}, splice {}", conn->proto_major,
                conn->proto_minor, conn->max_readahead,
                (conn->want & FUSE_CAP_SPLICE_WRITE) ? "on" : "off");
+  // The reply is patched for passthrough on its way out (Passthrough::write_reply).
+  spdlog::info("read mode: {}", context_of(userdata).passthrough->mode_description());
 }
 
 void on_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
@@ -165,9 +178,33 @@ void on_readlink(fuse_req_t req, fuse_ino_t ino) {
   });
 }
 
+// Answers an open the fs core granted passthrough, with the inode's backing id.
+// False (nothing sent, the handle still open) when the kernel will not take it.
+bool reply_open_passthrough(fuse_req_t req, fuse_ino_t ino, const fs::OpenResult& r) {
+  auto& pt = passthrough_of(req);
+  auto id = pt.acquire(r.fh, ino, r.passthrough_fd);
+  if (!id) {
+    spdlog::info("open of inode {} in cached mode: {}", ino, id.error().describe());
+    return false;
+  }
+  // libfuse 3.14's fuse_reply_open cannot carry a backing id: the 7.40 reply is built here.
+  PassthroughOpenOut out{r.fh, kFopenPassthrough, *id};
+  if (fuse_reply_buf(req, reinterpret_cast<const char*>(&out), sizeof out) != 0) {
+    pt.release(r.fh);  // the opener was interrupted: nobody will release it
+    fs_of(req).release(r.fh);
+  }
+  return true;
+}
+
 void on_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   guarded(req, "open", [&] {
-    auto r = fs_of(req).open(ino, fi->flags);
+    auto& fs = fs_of(req);
+    auto r = fs.open(ino, fi->flags, passthrough_of(req).enabled());
+    if (r && r->passthrough_fd >= 0) {
+      if (reply_open_passthrough(req, ino, *r)) return;
+      fs.release(r->fh);
+      r = fs.open(ino, fi->flags, /*passthrough=*/false);
+    }
     if (!r) return reply_error(req, r.error());
     fi->fh = r->fh;
     fi->keep_cache = r->keep_cache;
@@ -199,8 +236,24 @@ void on_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info*
 void on_release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
   guarded(req, "release", [&] {
     fs_of(req).release(fi->fh);
+    passthrough_of(req).release(fi->fh);
     fuse_reply_err(req, 0);
   });
+}
+
+// The custom-I/O hooks (fuse_session_custom_io): plain read/writev/splice on
+// /dev/fuse, with the INIT exchange seen by Passthrough on the way.
+ssize_t io_read(int fd, void* buf, size_t len, void* userdata) {
+  return context_of(userdata).passthrough->read_request(fd, buf, len);
+}
+
+ssize_t io_writev(int fd, iovec* iov, int count, void* userdata) {
+  return context_of(userdata).passthrough->write_reply(fd, iov, count);
+}
+
+ssize_t io_splice(int fdin, off_t* offin, int fdout, off_t* offout, size_t len,
+                  unsigned int flags, void*) {
+  return ::splice(fdin, offin, fdout, offout, len, flags);
 }
 
 // A directory handle holds the listing snapshot taken at opendir, so that
@@ -552,7 +605,9 @@ Result<std::unique_ptr<FuseMount>> FuseMount::mount(fs::FileSystem& fs,
   fuse_args fargs = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
   std::unique_ptr<FuseMount> m(new FuseMount());
   m->options_ = options;
-  m->session_ = fuse_session_new(&fargs, &kOps, sizeof kOps, &fs);
+  m->passthrough_ = std::make_unique<Passthrough>(options.passthrough);
+  m->context_ = {&fs, m->passthrough_.get()};
+  m->session_ = fuse_session_new(&fargs, &kOps, sizeof kOps, &m->context_);
   if (!m->session_) {
     return fail(ErrorCode::kInvalidArgument, "cannot create the FUSE session (bad mount options?)");
   }
@@ -561,8 +616,20 @@ Result<std::unique_ptr<FuseMount>> FuseMount::mount(fs::FileSystem& fs,
                                     " (does it exist, and is /dev/fuse usable?)");
   }
   m->mounted_ = true;
+  // libfuse 3.14 mounted and opened /dev/fuse (mount(2), or fusermount3 without
+  // privileges); from here its requests and replies pass through our hooks,
+  // which is how INIT asks for passthrough (fuse/passthrough.h). The same fd:
+  // fuse_session_destroy closes it once.
+  const int dev_fd = fuse_session_fd(m->session_);
+  m->passthrough_->set_device_fd(dev_fd);
+  const fuse_custom_io io{io_writev, io_read, io_splice, io_splice};
+  if (fuse_session_custom_io(m->session_, &io, dev_fd) != 0) {
+    return fail(ErrorCode::kIo, "cannot install the FUSE I/O hooks");
+  }
   return m;
 }
+
+FuseMount::FuseMount() = default;
 
 FuseMount::~FuseMount() {
   if (session_) {

@@ -1,6 +1,8 @@
 // The libfuse3 low-level adapter: forwards kernel requests to fs::FileSystem
 // and turns its results into replies. It holds no file-system behaviour; read
-// replies are spliced from the cache file (fd-backed fuse_bufvec).
+// replies are spliced from the cache file (fd-backed fuse_bufvec), and fully
+// cached files are opened in kernel passthrough mode where the kernel has it
+// (fuse/passthrough.h).
 #pragma once
 
 #include <functional>
@@ -15,6 +17,8 @@ struct fuse_session;
 
 namespace nacre::fuse {
 
+class Passthrough;
+
 struct MountOptions {
   std::string mountpoint;
   std::string fsname;  // shown in /proc/mounts, e.g. "nacre:bucket/prefix"
@@ -23,6 +27,9 @@ struct MountOptions {
   std::vector<std::string> extra;  // further -o options for FUSE
   int max_threads = 16;
   unsigned read_ahead_kb = 16384;  // the FUSE bdi read_ahead, set after mounting
+  // Serve fully cached files by kernel passthrough where the kernel and the
+  // process's capabilities allow (fuse/passthrough.h); false: always cached mode.
+  bool passthrough = true;
 };
 
 class FuseMount {
@@ -42,8 +49,16 @@ class FuseMount {
   void invalidate_data(fs::Ino ino);
   fuse_session* session() const { return session_; }
 
+  // The session's userdata, what every callback needs (internal to the adapter).
+  struct Context {
+    fs::FileSystem* fs = nullptr;
+    Passthrough* passthrough = nullptr;
+  };
+
  private:
-  FuseMount() = default;
+  FuseMount();
+  std::unique_ptr<Passthrough> passthrough_;
+  Context context_;
   fuse_session* session_ = nullptr;
   MountOptions options_;
   bool mounted_ = false;
