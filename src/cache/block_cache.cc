@@ -172,7 +172,9 @@ Status create_entry_files(const Entry& e, const ObjectVersion& v) {
 }  // namespace
 
 BlockCache::BlockCache(CacheOptions options, int lock_fd)
-    : options_(std::move(options)), lock_fd_(lock_fd) {}
+    : options_(std::move(options)),
+      lock_fd_(lock_fd),
+      buffers_(BlockBufferPool::create(options_.block_size)) {}
 
 BlockCache::~BlockCache() {
   ::close(lock_fd_);
@@ -320,6 +322,7 @@ Status BlockCache::drop_locked(Index::iterator it, bool eviction) {
   {
     std::lock_guard lk(e.mu);
     e.dropped = true;
+    detail::drop_recent_locked(e, recent_bytes_);
     used_bytes_ -= e.charged_bytes;
     e.charged_bytes = 0;
     e.present_bytes = 0;
@@ -364,7 +367,10 @@ Result<std::shared_ptr<CachedObject>> BlockCache::open_files(Slot& slot) {
     if (rw >= 0) ::close(rw);
     return fail_errno("open cache files of " + e.version.key, err);
   }
-  std::shared_ptr<CachedObject> object(new CachedObject(this, slot.entry, ro, rw, meta));
+  // -1 where the file system has no O_DIRECT (then every block goes through pwrite).
+  int direct =
+      options_.direct_io ? ::open(e.data_path.c_str(), O_WRONLY | O_DIRECT | O_CLOEXEC) : -1;
+  std::shared_ptr<CachedObject> object(new CachedObject(this, slot.entry, ro, rw, direct, meta));
   slot.live = object;
   return object;
 }

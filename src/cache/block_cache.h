@@ -45,6 +45,7 @@
 #include <string_view>
 #include <unordered_map>
 
+#include "cache/block_buffer.h"
 #include "common/error.h"
 
 namespace nacre::cache {
@@ -61,6 +62,13 @@ struct CacheOptions {
   uint64_t max_bytes = 10ull << 30;      // bound on cached data bytes (sum of present blocks)
   uint64_t min_free_bytes = 1ull << 30;  // keep at least this much free on dir's file system
   uint32_t block_size = 1 << 20;         // an existing entry with another block size is discarded
+  // Bound on the bytes of recently written blocks kept in memory (write_block with a
+  // BlockBuffer), from which readers are answered without reading the data file back.
+  uint64_t memory_bytes = 96ull << 20;
+  // Write whole blocks to the data file with O_DIRECT where the file system takes it:
+  // no copy into the page cache and no dirty pages to write back (the reader's copy
+  // is the kernel's FUSE page cache). Otherwise, and for a last partial block, pwrite.
+  bool direct_io = true;
   // Bytes available to unprivileged writers on dir's file system. Empty: statvfs(dir)
   // (f_bavail * f_frsize). Tests replace it to simulate a nearly full disk. Called with
   // BlockCache's mutex held, from any thread; must be thread-safe and must not call back
@@ -126,6 +134,18 @@ class CachedObject {
   // and nothing can be evicted), kReleased (the entry was released or evicted; the caller
   // should serve its bytes from memory), kIo (other disk errors).
   [[nodiscard]] Status write_block(uint64_t i, std::string_view data);
+  // The same for a block in an aligned buffer (exactly block_length(i) bytes), written
+  // with O_DIRECT when possible (CacheOptions::direct_io) and then kept in memory as a
+  // recent block while CacheOptions::memory_bytes allows.
+  [[nodiscard]] Status write_block(uint64_t i, std::shared_ptr<const BlockBuffer> block);
+
+  // Block i's bytes from memory when it was written recently and is still kept (they
+  // are verified); null otherwise (read the data file).
+  std::shared_ptr<const BlockBuffer> recent_block(uint64_t i) const;
+  // Lets go of block i's memory copy (a sequential reader has had it).
+  void forget_recent(uint64_t i);
+  // An empty aligned buffer of block_size() bytes, from the cache's pool.
+  std::shared_ptr<BlockBuffer> new_buffer() const;
 
   // The sparse data file opened O_RDONLY, for zero-copy replies (splice): block i lives
   // at offset i * block_size() and holds valid bytes once has_block(i) answered true or
@@ -157,7 +177,7 @@ class CachedObject {
  private:
   friend class BlockCache;
   CachedObject(BlockCache* cache, std::shared_ptr<detail::Entry> entry, int data_ro_fd,
-               int data_rw_fd, int meta_fd);
+               int data_rw_fd, int data_direct_fd, int meta_fd);
 
   // has_block without the hit/miss count.
   bool check_block(uint64_t i);
@@ -165,12 +185,17 @@ class CachedObject {
   // a mismatch. Called without the entry lock.
   bool verify_block(uint64_t i);
   uint64_t record_offset(uint64_t i) const;
-  Status store_block(uint64_t i, std::string_view data);
+  // `direct`: data is aligned for O_DIRECT and data_direct_fd_ may take it.
+  Status store_block(uint64_t i, std::string_view data, bool direct);
+  Status write_block_impl(uint64_t i, std::string_view data, bool direct);
+  // Keeps `block` as recent block i within the memory bound (entry lock held).
+  void keep_recent_locked(uint64_t i, std::shared_ptr<const BlockBuffer> block);
 
   BlockCache* const cache_;
   const std::shared_ptr<detail::Entry> entry_;
   const int data_ro_fd_;
   const int data_rw_fd_;
+  const int data_direct_fd_;  // O_WRONLY | O_DIRECT, or -1 when the file system refuses it
   const int meta_fd_;
 };
 
@@ -253,6 +278,8 @@ class BlockCache {
   std::atomic<uint64_t> evictions_{0};
   std::atomic<uint64_t> bad_blocks_{0};
   std::atomic<uint64_t> refused_writes_{0};
+  std::atomic<uint64_t> recent_bytes_{0};  // sum of the entries' recent blocks
+  const std::shared_ptr<BlockBufferPool> buffers_;
 };
 
 }  // namespace nacre::cache

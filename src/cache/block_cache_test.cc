@@ -361,6 +361,106 @@ TEST(BlockCache, SameVersionSharesOneObject) {
   EXPECT_TRUE(c->has_block(0));
 }
 
+// verify_all: the check made before a cache file is handed to the kernel whole.
+
+TEST(BlockCache, VerifyAllIsTrueForAFullyWrittenEntry) {
+  TempDir dir;
+  auto cache = open_cache(options(dir.path()));
+  auto o = *cache->open_object(version("a", 3 * 4096 + 5));
+  fill(*o);
+  const CacheStats before = cache->stats();
+  EXPECT_TRUE(o->verify_all());
+  EXPECT_TRUE(o->verify_all()) << "and again";
+  EXPECT_EQ(cache->stats().hits, before.hits) << "verify_all counts no hit";
+  EXPECT_EQ(cache->stats().misses, before.misses) << "verify_all counts no miss";
+}
+
+TEST(BlockCache, VerifyAllIsFalseAtOnceWhenABlockIsAbsent) {
+  TempDir dir;
+  auto cache = open_cache(options(dir.path()));
+  auto o = *cache->open_object(version("a", 3 * 4096));
+  EXPECT_FALSE(o->verify_all()) << "nothing cached";
+  ASSERT_TRUE(o->write_block(0, block_bytes("a", 0, 4096)).has_value());
+  ASSERT_TRUE(o->write_block(2, block_bytes("a", 2, 4096)).has_value());
+  EXPECT_FALSE(o->verify_all()) << "block 1 absent";
+  EXPECT_EQ(o->presence(1), BlockPresence::kAbsent);
+  EXPECT_EQ(cache->stats().misses, 0u);
+  ASSERT_TRUE(o->write_block(1, block_bytes("a", 1, 4096)).has_value());
+  EXPECT_TRUE(o->verify_all());
+}
+
+TEST(BlockCache, VerifyAllReadsNothingWhenABlockIsAbsent) {
+  TempDir dir;
+  const ObjectVersion v = version("a", 3 * 4096);
+  {
+    auto cache = open_cache(options(dir.path()));
+    auto o = *cache->open_object(v);
+    ASSERT_TRUE(o->write_block(0, block_bytes("a", 0, 4096)).has_value());
+    ASSERT_TRUE(o->write_block(1, block_bytes("a", 1, 4096)).has_value());
+  }
+  flip_byte(entry_path(dir.path(), v, ".data"), 17);  // block 0 is bad, unknown yet
+  auto cache = open_cache(options(dir.path()));
+  auto o = *cache->open_object(v);
+  EXPECT_FALSE(o->verify_all()) << "block 2 was never written";
+  EXPECT_EQ(o->presence(0), BlockPresence::kUnverified) << "no block was read back";
+  EXPECT_EQ(o->presence(1), BlockPresence::kUnverified);
+  EXPECT_EQ(cache->stats().bad_blocks, 0u);
+}
+
+TEST(BlockCache, VerifyAllAfterRestartChecksAndAcceptsAnIntactDataFile) {
+  TempDir dir;
+  const ObjectVersion v = version("a", 4 * 4096 + 1);
+  {
+    auto cache = open_cache(options(dir.path()));
+    fill(**cache->open_object(v));
+  }
+  auto cache = open_cache(options(dir.path()));
+  auto o = *cache->open_object(v);
+  for (uint64_t i = 0; i < o->block_count(); ++i) {
+    EXPECT_EQ(o->presence(i), BlockPresence::kUnverified) << i;
+  }
+  EXPECT_TRUE(o->verify_all());
+  for (uint64_t i = 0; i < o->block_count(); ++i) {
+    EXPECT_EQ(o->presence(i), BlockPresence::kVerified) << i;
+  }
+  EXPECT_EQ(cache->stats().bad_blocks, 0u);
+  EXPECT_EQ(cache->stats().hits, 0u);
+  EXPECT_EQ(cache->stats().misses, 0u);
+  EXPECT_EQ(cache->stats().used_bytes, v.size);
+}
+
+TEST(BlockCache, VerifyAllAfterRestartDropsACorruptedBlockAndIsFalse) {
+  TempDir dir;
+  const ObjectVersion v = version("a", 4 * 4096);
+  {
+    auto cache = open_cache(options(dir.path()));
+    fill(**cache->open_object(v));
+  }
+  flip_byte(entry_path(dir.path(), v, ".data"), 1 * 4096 + 100);
+  auto cache = open_cache(options(dir.path()));
+  auto o = *cache->open_object(v);
+  EXPECT_FALSE(o->verify_all());
+  EXPECT_EQ(o->presence(1), BlockPresence::kAbsent) << "the bad block is dropped";
+  EXPECT_EQ(o->presence(0), BlockPresence::kVerified);
+  EXPECT_EQ(cache->stats().bad_blocks, 1u);
+  EXPECT_EQ(cache->stats().used_bytes, 3u * 4096);
+  EXPECT_FALSE(o->verify_all()) << "still incomplete";
+  EXPECT_EQ(cache->stats().bad_blocks, 1u) << "counted once";
+  // Filled again, the entry is whole.
+  ASSERT_TRUE(o->write_block(1, block_bytes("a", 1, 4096)).has_value());
+  EXPECT_TRUE(o->verify_all());
+}
+
+TEST(BlockCache, VerifyAllIsFalseAfterRelease) {
+  TempDir dir;
+  auto cache = open_cache(options(dir.path()));
+  auto o = *cache->open_object(version("a", 2 * 4096));
+  fill(*o);
+  ASSERT_TRUE(o->verify_all());
+  ASSERT_TRUE(cache->release("bucket", "a").has_value());
+  EXPECT_FALSE(o->verify_all());
+}
+
 TEST(BlockCache, SecondOpenOfTheDirectoryIsRefused) {
   TempDir dir;
   auto first = open_cache(options(dir.path()));

@@ -23,17 +23,69 @@ std::unexpected<Error> released_error(const ObjectVersion& v) {
 }  // namespace
 
 CachedObject::CachedObject(BlockCache* cache, std::shared_ptr<detail::Entry> entry, int data_ro_fd,
-                           int data_rw_fd, int meta_fd)
+                           int data_rw_fd, int data_direct_fd, int meta_fd)
     : cache_(cache),
       entry_(std::move(entry)),
       data_ro_fd_(data_ro_fd),
       data_rw_fd_(data_rw_fd),
+      data_direct_fd_(data_direct_fd),
       meta_fd_(meta_fd) {}
 
 CachedObject::~CachedObject() {
+  {
+    // Nobody reads this entry any more: its memory copies go.
+    std::lock_guard lk(entry_->mu);
+    detail::drop_recent_locked(*entry_, cache_->recent_bytes_);
+  }
   ::close(data_ro_fd_);
   ::close(data_rw_fd_);
+  if (data_direct_fd_ >= 0) ::close(data_direct_fd_);
   ::close(meta_fd_);
+}
+
+std::shared_ptr<BlockBuffer> CachedObject::new_buffer() const {
+  return cache_->buffers_->acquire();
+}
+
+std::shared_ptr<const BlockBuffer> CachedObject::recent_block(uint64_t i) const {
+  std::lock_guard lk(entry_->mu);
+  if (entry_->dropped) return nullptr;
+  auto it = entry_->recent.find(i);
+  return it == entry_->recent.end() ? nullptr : it->second;
+}
+
+void CachedObject::forget_recent(uint64_t i) {
+  std::lock_guard lk(entry_->mu);
+  auto it = entry_->recent.find(i);
+  if (it == entry_->recent.end()) return;
+  cache_->recent_bytes_.fetch_sub(it->second->size());
+  entry_->recent.erase(it);  // recent_order keeps the index; skipped when it comes up
+}
+
+void CachedObject::keep_recent_locked(uint64_t i, std::shared_ptr<const BlockBuffer> block) {
+  detail::Entry& e = *entry_;
+  const uint64_t budget = cache_->options_.memory_bytes;
+  const uint64_t len = block->size();
+  if (len > budget || e.recent.count(i)) return;
+  // Make room from this entry's oldest blocks; other entries' memory is theirs (each
+  // goes when its reader has it, or with its last holder).
+  while (cache_->recent_bytes_.load() + len > budget && !e.recent_order.empty()) {
+    uint64_t old = e.recent_order.front();
+    e.recent_order.pop_front();
+    if (auto it = e.recent.find(old); it != e.recent.end()) {
+      cache_->recent_bytes_.fetch_sub(it->second->size());
+      e.recent.erase(it);
+    }
+  }
+  if (cache_->recent_bytes_.load() + len > budget) return;
+  cache_->recent_bytes_.fetch_add(len);
+  e.recent.emplace(i, std::move(block));
+  e.recent_order.push_back(i);
+  // Indices of blocks forgotten already are skipped above; trim them so the queue
+  // stays as short as the map.
+  while (!e.recent_order.empty() && !e.recent.count(e.recent_order.front())) {
+    e.recent_order.pop_front();
+  }
 }
 
 const ObjectVersion& CachedObject::version() const {
@@ -158,6 +210,23 @@ bool CachedObject::verify_all() {
 }
 
 Status CachedObject::write_block(uint64_t i, std::string_view data) {
+  return write_block_impl(i, data, /*direct=*/false);
+}
+
+Status CachedObject::write_block(uint64_t i, std::shared_ptr<const BlockBuffer> block) {
+  // O_DIRECT takes whole 4 KiB multiples only: a last partial block goes through pwrite.
+  const bool direct = data_direct_fd_ >= 0 && block->size() % BlockBuffer::kAlign == 0;
+  Status st = write_block_impl(i, block->view(), direct);
+  if (st) {
+    std::lock_guard lk(entry_->mu);
+    if (!entry_->dropped && entry_->state[i] == BlockState::kVerified) {
+      keep_recent_locked(i, std::move(block));
+    }
+  }
+  return st;
+}
+
+Status CachedObject::write_block_impl(uint64_t i, std::string_view data, bool direct) {
   detail::Entry& e = *entry_;
   if (i >= e.block_count) {
     return fail(ErrorCode::kInvalidArgument,
@@ -186,12 +255,12 @@ Status CachedObject::write_block(uint64_t i, std::string_view data) {
     e.state[i] = BlockState::kWriting;
   }
 
-  Status stored = store_block(i, data);
+  Status stored = store_block(i, data, direct);
   // Another entry's files may be what fills the disk (the free-space probe can miss other
   // writers of the file system); evicting one unheld entry at a time and retrying keeps a
   // full disk from failing writes while something evictable is left.
   while (!stored && stored.error().code == ErrorCode::kNoSpace && cache_->evict_one()) {
-    stored = store_block(i, data);
+    stored = store_block(i, data, direct);
   }
 
   std::lock_guard lk(e.mu);
@@ -200,12 +269,17 @@ Status CachedObject::write_block(uint64_t i, std::string_view data) {
   return stored;
 }
 
-Status CachedObject::store_block(uint64_t i, std::string_view data) {
+Status CachedObject::store_block(uint64_t i, std::string_view data, bool direct) {
   detail::Entry& e = *entry_;
   const uint64_t len = data.size();
   const uint64_t offset = i * e.block_size;
   if (Status r = cache_->reserve(e, len); !r) return r;
-  Status r = io::pwrite_full(data_rw_fd_, data, offset, "write " + e.data_path);
+  Status r =
+      io::pwrite_full(direct ? data_direct_fd_ : data_rw_fd_, data, offset, "write " + e.data_path);
+  if (!r && direct && r.error().code != ErrorCode::kNoSpace) {
+    // EINVAL: the file system wants another alignment after all; the page cache it is.
+    r = io::pwrite_full(data_rw_fd_, data, offset, "write " + e.data_path);
+  }
   const uint32_t crc = crc32c(data);
 
   std::lock_guard lk(e.mu);

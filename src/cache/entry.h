@@ -2,12 +2,17 @@
 // CachedObject handed out for it (internal to the cache).
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
 
+#include "cache/block_buffer.h"
 #include "cache/block_cache.h"
 
 namespace nacre::cache::detail {
@@ -38,11 +43,22 @@ struct Entry {
   // BlockCache::used_bytes_. Zeroed when dropped.
   uint64_t charged_bytes = 0;
   bool dropped = false;  // GUARDED_BY(mu): removed from the index, files unlinked
+  // Verified blocks kept in memory after they were written (BlockCache::recent_bytes_
+  // counts them), oldest first in recent_order.
+  std::map<uint64_t, std::shared_ptr<const BlockBuffer>> recent;  // GUARDED_BY(mu)
+  std::deque<uint64_t> recent_order;                              // GUARDED_BY(mu)
 
   uint64_t block_length(uint64_t i) const {
     uint64_t start = i * block_size;
     return version.size - start < block_size ? version.size - start : block_size;
   }
 };
+
+// Lets go of every recent block of `e` (e.mu held), taking them off `counter`.
+inline void drop_recent_locked(Entry& e, std::atomic<uint64_t>& counter) {
+  for (auto& [i, block] : e.recent) counter.fetch_sub(block->size());
+  e.recent.clear();
+  e.recent_order.clear();
+}
 
 }  // namespace nacre::cache::detail

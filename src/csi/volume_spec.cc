@@ -86,6 +86,8 @@ const std::set<std::string>& allowed_options() {
                                              "export-policy",
                                              "contain-symlinks",
                                              "hydrate-min-size",
+                                             "passthrough",
+                                             "passthrough-min-size",
                                              "fetch-threads",
                                              "fuse-threads",
                                              "part-size",
@@ -133,6 +135,11 @@ Status check_option_value(const std::string& key, const std::string& value) {
   if (key == "metadata-ttl") return either(cli::parse_ttl(value));
   if (key == "cache-size") return either(cli::parse_bytes(value));
   if (key == "hydrate-min-size") return value == "off" ? Status{} : either(cli::parse_bytes(value));
+  if (key == "passthrough-min-size") return either(cli::parse_bytes(value));
+  if (key == "passthrough") {
+    if (value == "auto" || value == "off") return {};
+    return invalid("expected auto or off");
+  }
   if (key == "import-policy" || key == "export-policy") {
     std::string list = value;
     std::replace(list.begin(), list.end(), ':', ',');

@@ -214,8 +214,9 @@ void BlockFetcher::fetch(uint64_t first, uint64_t last) {
   uint64_t length = 0;
   for (uint64_t b = current; b <= last; ++b) length += object_->block_length(b);
 
-  std::string buffer;
-  buffer.reserve(object_->block_length(current));
+  // The one copy the daemon makes of the bytes: out of curl's buffer into an aligned
+  // block buffer, which the cache writes with O_DIRECT and keeps for the reader.
+  std::shared_ptr<cache::BlockBuffer> buffer = object_->new_buffer();
   metrics_.count_request("GetObject");
   metrics_.s3_bytes_in_flight += static_cast<int64_t>(length);
   int64_t outstanding = static_cast<int64_t>(length);
@@ -229,17 +230,17 @@ void BlockFetcher::fetch(uint64_t first, uint64_t last) {
             return fail(ErrorCode::kMalformedResponse,
                         "GetObject s3://" + v.bucket + "/" + v.key + " sent more bytes than asked");
           }
-          uint64_t want = object_->block_length(current) - buffer.size();
+          uint64_t want = object_->block_length(current) - buffer->size();
           size_t take = std::min<uint64_t>(want, chunk.size());
-          buffer.append(chunk.substr(0, take));
+          buffer->append(chunk.substr(0, take));
           chunk.remove_prefix(take);
-          if (buffer.size() == object_->block_length(current)) {
-            Status st = object_->write_block(current, buffer);
+          if (buffer->size() == object_->block_length(current)) {
+            Status st = object_->write_block(current, std::move(buffer));
             if (!st) return st;
             // Readers of this block may go on before the rest of the run lands.
             finish(current, {});
             ++current;
-            buffer.clear();
+            buffer = object_->new_buffer();  // the last one may be kept as a recent block
           }
         }
         return {};

@@ -161,15 +161,18 @@ struct OpenResult {
 // Bytes [offset, offset + length) of file descriptor `fd` (the cache file),
 // which the adapter splices to the kernel without copying; or, when the cache
 // could not take the data (bounds reached, disk full), the bytes themselves in
-// `data` (fd is then -1). `source` owns `fd`: the caller keeps the result alive
-// until the kernel has the bytes, so the fd cannot be closed (and its number
+// `data` (fd is then -1); or views of blocks in memory in `pieces`. `source` owns `fd`: the caller
+// keeps the result alive until the kernel has the bytes, so the fd cannot be closed (and its number
 // reused) mid-reply by a concurrent release or version change.
 struct ReadResult {
   int fd = -1;
   uint64_t offset = 0;
   size_t length = 0;
   std::string data;
-  std::shared_ptr<const void> source;  // a cache::CachedObject or a staged file
+  // Or the bytes already in memory, in order (blocks just fetched, which the cache
+  // keeps for the reader waiting on them), fd -1; `source` owns that memory.
+  std::vector<std::string_view> pieces;
+  std::shared_ptr<const void> source;  // a cache::CachedObject, a staged file or blocks
 };
 
 struct StatFs {
@@ -205,7 +208,7 @@ class FileSystem {
   // unstaged file of passthrough_min_size or more whose cached copy is complete and
   // verified, when every other open of the inode is passthrough too (the kernel
   // refuses to mix the two modes on one inode); every read-only open of an inode
-  // that has passthrough handles is one.
+  // that has passthrough handles is one (kBusy without `passthrough`).
   [[nodiscard]] Result<OpenResult> open(Ino ino, int flags, bool passthrough = false);
   [[nodiscard]] Result<ReadResult> read(uint64_t fh, uint64_t offset, size_t size);
   // Exports a handle's staged file when it is the last writer to go (a shared
@@ -306,6 +309,10 @@ class FileSystem {
   // A read served straight from S3 (same version, If-Match) when the cache cannot
   // take the bytes.
   Result<ReadResult> read_uncached(Handle& h, uint64_t offset, size_t length, const Error& why);
+  // [offset, offset + length) from blocks the cache still holds in memory; nullopt when
+  // any of them is not there (then the data file is read).
+  std::optional<ReadResult> recent_blocks(cache::CachedObject& object, uint64_t offset,
+                                          size_t length);
   // Makes `h` a passthrough handle on `object` (or on the inode's passthrough object)
   // when the kernel's rules allow it now; its file descriptor, or -1. Locked.
   int start_passthrough(Ino ino, Handle& h, const std::shared_ptr<cache::CachedObject>& object);

@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -14,6 +15,7 @@
 #include "cache/test_util.h"
 #include "fs/errno_map.h"
 #include "fs/mount_source.h"
+#include "fs/read_result_bytes.h"
 #include "s3/faulty_object_client.h"
 #include "s3/memory_object_client.h"
 
@@ -63,6 +65,7 @@ class FileSystemTest : public ::testing::Test {
     co.dir = cache_dir_.empty() ? dir_ : cache_dir_;
     co.max_bytes = cache_max_bytes_;
     co.min_free_bytes = 0;
+    co.memory_bytes = cache_memory_bytes_;
     auto cache = cache::BlockCache::open(co);
     EXPECT_TRUE(cache) << cache.error().describe();
     cache_ = std::move(*cache);
@@ -88,13 +91,7 @@ class FileSystemTest : public ::testing::Test {
     fs.release(h->fh);
     return out;
   }
-  static std::string pread_result(const ReadResult& r) {
-    if (r.fd < 0) return r.data;
-    std::string buf(r.length, '\0');
-    EXPECT_EQ(pread(r.fd, buf.data(), r.length, static_cast<off_t>(r.offset)),
-              static_cast<ssize_t>(r.length));
-    return buf;
-  }
+  static std::string pread_result(const ReadResult& r) { return read_result_bytes(r); }
   Ino lookup_path(FileSystem& fs, const std::string& path) {
     Ino ino = kRootIno;
     size_t pos = 0;
@@ -112,6 +109,7 @@ class FileSystemTest : public ::testing::Test {
   std::string dir_;
   std::string cache_dir_;  // default: dir_
   uint64_t cache_max_bytes_ = 1ull << 30;
+  uint64_t cache_memory_bytes_ = 96ull << 20;
   s3::MemoryObjectClient store_;
   s3::FaultyObjectClient client_{store_};
   Metrics metrics_;
@@ -411,6 +409,7 @@ TEST(MountSource, EmptyPrefixMountsReadWriteOnly) {
 TEST_F(FileSystemTest, ReplyKeepsTheCacheFileOpenWhileAReleaseSwapsTheFetcher) {
   std::string data = random_bytes(2 * 1048576, 11);
   put("p/f", data);
+  cache_memory_bytes_ = 0;  // no block kept in memory: replies are spliced from the file
   auto& fs = mount(block_by_block());
   Ino ino = lookup_path(fs, "f");
   auto h = fs.open(ino, O_RDONLY);
@@ -427,6 +426,44 @@ TEST_F(FileSystemTest, ReplyKeepsTheCacheFileOpenWhileAReleaseSwapsTheFetcher) {
   EXPECT_NE(other, reply->fd) << "the reply's fd was closed and its number reused";
   EXPECT_TRUE(pread_result(*reply) == data.substr(0, 1 << 20));
   ::close(other);
+}
+
+TEST_F(FileSystemTest, ReplyFromMemoryKeepsItsBlocksWhileAReleaseDropsThem) {
+  std::string data = random_bytes(2 * 1048576, 13);
+  put("p/f", data);
+  auto& fs = mount(block_by_block());
+  Ino ino = lookup_path(fs, "f");
+  auto h = fs.open(ino, O_RDONLY);
+  ASSERT_TRUE(h);
+  // Straddles the two blocks: a view of each, both just fetched and kept in memory.
+  auto reply = fs.read(h->fh, 1000, 1 << 20);
+  ASSERT_TRUE(reply);
+  EXPECT_EQ(reply->fd, -1);
+  ASSERT_EQ(reply->pieces.size(), 2u) << "the reply is not served from the blocks in memory";
+  ASSERT_TRUE(fs.setxattr(ino, "user.nacre.release", "1"));  // drops the entry's memory
+  fs.release(h->fh);
+  // Memory freed and reused meanwhile would show here as other bytes.
+  std::vector<std::string> noise(8, std::string(1 << 20, 'x'));
+  EXPECT_TRUE(pread_result(*reply) == data.substr(1000, 1 << 20));
+}
+
+TEST_F(FileSystemTest, ASequentialReaderLetsGoOfTheBlocksItHasRead) {
+  std::string data = random_bytes(4 * 1048576, 14);
+  put("p/f", data);
+  auto& fs = mount(block_by_block());
+  Ino ino = lookup_path(fs, "f");
+  auto h = fs.open(ino, O_RDONLY);
+  ASSERT_TRUE(h);
+  auto first = fs.read(h->fh, 0, 1 << 20);  // the whole of block 0
+  ASSERT_TRUE(first);
+  ASSERT_EQ(first->pieces.size(), 1u);
+  first = {};
+  // Block 0 was let go of once read to its end: read again, it comes from the file.
+  auto again = fs.read(h->fh, 0, 4096);
+  ASSERT_TRUE(again);
+  EXPECT_GE(again->fd, 0) << "block 0 is still held in memory after its reader had it";
+  EXPECT_TRUE(pread_result(*again) == data.substr(0, 4096));
+  fs.release(h->fh);
 }
 
 // `nacre release` during reads turned into EIO (the fetcher's blocks were dropped).
@@ -775,6 +812,270 @@ TEST_F(FileSystemTest, ASymlinkReplacedByAFileIsNotReadAsATarget) {
   ASSERT_FALSE(r) << "read the file's body as a symlink target: " << *r;
   EXPECT_EQ(to_errno(r.error()), ESTALE);
   EXPECT_EQ(fs.lookup(kRootIno, "link")->mode & S_IFMT, static_cast<mode_t>(S_IFREG));
+}
+
+// ---------------------------------------------------------------------------
+// Kernel passthrough (open's `passthrough`): the fs core's side of the kernel's rules.
+
+// Options under which files of `min_size` bytes or more may be served by passthrough.
+FsOptions passthrough_from(uint64_t min_size) {
+  FsOptions o = block_by_block();
+  o.passthrough_min_size = min_size;
+  return o;
+}
+
+// `len` bytes of `fd` from offset 0.
+std::string pread_fd(int fd, size_t len) {
+  std::string buf(len, '\0');
+  size_t got = 0;
+  while (got < len) {
+    ssize_t n = pread(fd, buf.data() + got, len - got, static_cast<off_t>(got));
+    if (n <= 0) break;
+    got += static_cast<size_t>(n);
+  }
+  buf.resize(got);
+  return buf;
+}
+
+bool same_file(int a, int b) {
+  struct stat sa {
+  }, sb{};
+  EXPECT_EQ(fstat(a, &sa), 0);
+  EXPECT_EQ(fstat(b, &sb), 0);
+  return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+TEST_F(FileSystemTest, PassthroughOpenOfAFullyCachedFileGetsTheCacheFileWithTheObjectsBytes) {
+  std::string data = random_bytes(3 * 1048576 + 4321, 31);
+  put("p/f", data);
+  auto& fs = mount(passthrough_from(1048576));
+  Ino ino = lookup_path(fs, "f");
+  ASSERT_TRUE(read_all(fs, ino) == data);
+  // Counted as a GET starts (bytes_served only once the body is delivered, which
+  // may be after the reader that waited for it has its bytes).
+  const int gets = store_.request_count("GetObject");
+  const uint64_t opens = metrics_.passthrough_opens.load();
+  auto h = fs.open(ino, O_RDONLY, /*passthrough=*/true);
+  ASSERT_TRUE(h) << h.error().describe();
+  ASSERT_GE(h->passthrough_fd, 0);
+  EXPECT_FALSE(h->keep_cache) << "no FOPEN_KEEP_CACHE with passthrough";
+  EXPECT_TRUE(pread_fd(h->passthrough_fd, data.size()) == data)
+      << "the kernel reads the object's bytes from that file";
+  EXPECT_EQ(metrics_.passthrough_opens.load(), opens + 1);
+  EXPECT_EQ(store_.request_count("GetObject"), gets) << "nothing fetched for a complete copy";
+  fs.release(h->fh);
+}
+
+TEST_F(FileSystemTest, PassthroughOpenOfAnUncachedFileIsCachedMode) {
+  std::string data = random_bytes(3 * 1048576, 32);
+  put("p/f", data);
+  auto& fs = mount(passthrough_from(1048576));
+  Ino ino = lookup_path(fs, "f");
+  auto h = fs.open(ino, O_RDONLY, /*passthrough=*/true);
+  ASSERT_TRUE(h) << h.error().describe();
+  EXPECT_EQ(h->passthrough_fd, -1);
+  EXPECT_EQ(metrics_.passthrough_opens.load(), 0u);
+  // A cached-mode handle: the daemon serves its reads, which fill the cache...
+  std::string got;
+  for (uint64_t off = 0; off < data.size(); off += 1048576) {
+    auto r = fs.read(h->fh, off, 1048576);
+    ASSERT_TRUE(r) << r.error().describe();
+    got += pread_result(*r);
+  }
+  EXPECT_TRUE(got == data);
+  fs.release(h->fh);
+  // ...after which the next open is passthrough.
+  auto again = fs.open(ino, O_RDONLY, /*passthrough=*/true);
+  ASSERT_TRUE(again);
+  EXPECT_GE(again->passthrough_fd, 0);
+  fs.release(again->fh);
+}
+
+TEST_F(FileSystemTest, PassthroughOpenOfAPartlyCachedFileIsCachedMode) {
+  std::string data = random_bytes(5 * 1048576, 33);
+  put("p/f", data);
+  auto& fs = mount(passthrough_from(1048576));
+  Ino ino = lookup_path(fs, "f");
+  {
+    auto h = fs.open(ino, O_RDONLY);
+    ASSERT_TRUE(h);
+    auto r = fs.read(h->fh, 0, 4096);
+    ASSERT_TRUE(r);
+    fs.release(h->fh);
+  }
+  ASSERT_NE(*fs.getxattr(ino, "user.nacre.cached_bytes"), std::to_string(data.size()));
+  auto h = fs.open(ino, O_RDONLY, /*passthrough=*/true);
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->passthrough_fd, -1);
+  EXPECT_EQ(metrics_.passthrough_opens.load(), 0u);
+  fs.release(h->fh);
+}
+
+TEST_F(FileSystemTest, PassthroughIsOnlyForFilesOfTheMinimumSizeOrMore) {
+  std::string data = random_bytes(2 * 1048576 + 10, 34);
+  put("p/f", data);
+  {
+    auto& fs = mount(passthrough_from(data.size() + 1));
+    Ino ino = lookup_path(fs, "f");
+    ASSERT_TRUE(read_all(fs, ino) == data);
+    auto h = fs.open(ino, O_RDONLY, /*passthrough=*/true);
+    ASSERT_TRUE(h);
+    EXPECT_EQ(h->passthrough_fd, -1) << "one byte below the minimum";
+    fs.release(h->fh);
+  }
+  auto& fs = mount(passthrough_from(data.size()));  // the same cache, now warm
+  Ino ino = lookup_path(fs, "f");
+  auto h = fs.open(ino, O_RDONLY, /*passthrough=*/true);
+  ASSERT_TRUE(h);
+  EXPECT_GE(h->passthrough_fd, 0) << "exactly the minimum";
+  fs.release(h->fh);
+  EXPECT_EQ(metrics_.passthrough_opens.load(), 1u);
+}
+
+TEST_F(FileSystemTest, OpenWithoutPassthroughIsCachedModeEvenWhenFullyCached) {
+  std::string data = random_bytes(2 * 1048576, 35);
+  put("p/f", data);
+  auto& fs = mount(passthrough_from(1));
+  Ino ino = lookup_path(fs, "f");
+  ASSERT_TRUE(read_all(fs, ino) == data);
+  auto h = fs.open(ino, O_RDONLY, /*passthrough=*/false);
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->passthrough_fd, -1);
+  EXPECT_EQ(metrics_.passthrough_opens.load(), 0u);
+  fs.release(h->fh);
+}
+
+TEST_F(FileSystemTest, EveryOpenWhilePassthroughHandlesExistJoinsThemOnTheSameFile) {
+  std::string data = random_bytes(2 * 1048576 + 7, 36);
+  put("p/f", data);
+  auto& fs = mount(passthrough_from(1048576));
+  Ino ino = lookup_path(fs, "f");
+  ASSERT_TRUE(read_all(fs, ino) == data);
+  auto first = fs.open(ino, O_RDONLY, /*passthrough=*/true);
+  ASSERT_TRUE(first);
+  ASSERT_GE(first->passthrough_fd, 0);
+  // The adapter cannot serve passthrough (passthrough=false): the kernel would refuse
+  // a cached-mode open of an inode in passthrough mode, so the core refuses it first.
+  auto refused = fs.open(ino, O_RDONLY, /*passthrough=*/false);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, ErrorCode::kBusy);
+  // Joined whatever the cache holds now: the same file as the first handle's.
+  auto second = fs.open(ino, O_RDONLY, /*passthrough=*/true);
+  ASSERT_TRUE(second) << second.error().describe();
+  ASSERT_GE(second->passthrough_fd, 0);
+  EXPECT_FALSE(second->keep_cache);
+  EXPECT_TRUE(same_file(first->passthrough_fd, second->passthrough_fd))
+      << "one backing file per inode";
+  auto third = fs.open(ino, O_RDONLY, /*passthrough=*/true);
+  ASSERT_TRUE(third);
+  ASSERT_GE(third->passthrough_fd, 0);
+  EXPECT_TRUE(same_file(first->passthrough_fd, third->passthrough_fd));
+  EXPECT_EQ(metrics_.passthrough_opens.load(), 3u);
+  // The file stays valid while any passthrough handle lives, whichever goes first.
+  fs.release(first->fh);
+  EXPECT_TRUE(pread_fd(third->passthrough_fd, data.size()) == data);
+  auto fourth = fs.open(ino, O_RDONLY, /*passthrough=*/true);
+  ASSERT_TRUE(fourth);
+  EXPECT_GE(fourth->passthrough_fd, 0) << "passthrough handles are still open";
+  fs.release(second->fh);
+  fs.release(third->fh);
+  fs.release(fourth->fh);
+  // With the last passthrough handle gone the inode is free for cached mode again.
+  auto cached = fs.open(ino, O_RDONLY, /*passthrough=*/false);
+  ASSERT_TRUE(cached);
+  EXPECT_EQ(cached->passthrough_fd, -1);
+  fs.release(cached->fh);
+  EXPECT_EQ(metrics_.passthrough_opens.load(), 4u);
+}
+
+TEST_F(FileSystemTest, ACachedModeOpenKeepsLaterOpensOutOfPassthrough) {
+  std::string data = random_bytes(2 * 1048576, 37);
+  put("p/f", data);
+  auto& fs = mount(passthrough_from(1048576));
+  Ino ino = lookup_path(fs, "f");
+  ASSERT_TRUE(read_all(fs, ino) == data);
+  auto cached = fs.open(ino, O_RDONLY, /*passthrough=*/false);
+  ASSERT_TRUE(cached);
+  ASSERT_EQ(cached->passthrough_fd, -1);
+  auto later = fs.open(ino, O_RDONLY, /*passthrough=*/true);
+  ASSERT_TRUE(later);
+  EXPECT_EQ(later->passthrough_fd, -1) << "the kernel refuses to mix the modes on one inode";
+  EXPECT_EQ(metrics_.passthrough_opens.load(), 0u);
+  // The cached-mode handle still reads.
+  auto r = fs.read(later->fh, 1048576, 1048576);
+  ASSERT_TRUE(r);
+  EXPECT_TRUE(pread_result(*r) == data.substr(1048576));
+  fs.release(cached->fh);
+  fs.release(later->fh);
+  auto now = fs.open(ino, O_RDONLY, /*passthrough=*/true);
+  ASSERT_TRUE(now);
+  EXPECT_GE(now->passthrough_fd, 0) << "no cached-mode handle left";
+  fs.release(now->fh);
+  EXPECT_EQ(metrics_.passthrough_opens.load(), 1u);
+}
+
+TEST_F(FileSystemTest, PassthroughAfterRestartVerifiesWhatTheLastProcessCached) {
+  std::string data = random_bytes(3 * 1048576, 38);
+  put("p/f", data);
+  {
+    auto& fs = mount(passthrough_from(1048576));
+    ASSERT_TRUE(read_all(fs, lookup_path(fs, "f")) == data);
+  }
+  auto& fs = mount(passthrough_from(1048576));  // a new process over the same cache
+  Ino ino = lookup_path(fs, "f");
+  const int gets = store_.request_count("GetObject");
+  auto h = fs.open(ino, O_RDONLY, /*passthrough=*/true);
+  ASSERT_TRUE(h);
+  ASSERT_GE(h->passthrough_fd, 0);
+  EXPECT_TRUE(pread_fd(h->passthrough_fd, data.size()) == data);
+  EXPECT_EQ(store_.request_count("GetObject"), gets);
+  EXPECT_EQ(cache_->stats().bad_blocks, 0u);
+  fs.release(h->fh);
+}
+
+TEST_F(FileSystemTest, PassthroughAfterRestartWithACorruptedBlockIsCachedModeAndRefetches) {
+  std::string data = random_bytes(3 * 1048576, 39);
+  put("p/f", data);
+  {
+    auto& fs = mount(passthrough_from(1048576));
+    ASSERT_TRUE(read_all(fs, lookup_path(fs, "f")) == data);
+  }
+  fs_.reset();
+  pool_.reset();
+  cache_.reset();
+  // The only entry's data file: flip one byte of block 1.
+  std::string data_file;
+  for (auto& e : std::filesystem::recursive_directory_iterator(dir_)) {
+    if (e.path().extension() == ".data") data_file = e.path().string();
+  }
+  ASSERT_FALSE(data_file.empty());
+  {
+    int fd = ::open(data_file.c_str(), O_RDWR);
+    ASSERT_GE(fd, 0);
+    char c;
+    ASSERT_EQ(pread(fd, &c, 1, 1048576 + 99), 1);
+    c ^= 0x40;
+    ASSERT_EQ(pwrite(fd, &c, 1, 1048576 + 99), 1);
+    ::close(fd);
+  }
+  auto& fs = mount(passthrough_from(1048576));
+  Ino ino = lookup_path(fs, "f");
+  auto h = fs.open(ino, O_RDONLY, /*passthrough=*/true);
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->passthrough_fd, -1) << "a copy with a bad block is never handed to the kernel";
+  EXPECT_EQ(cache_->stats().bad_blocks, 1u);
+  EXPECT_EQ(metrics_.passthrough_opens.load(), 0u);
+  const int gets = store_.request_count("GetObject");
+  auto r = fs.read(h->fh, 1048576, 1048576);
+  ASSERT_TRUE(r);
+  EXPECT_TRUE(pread_result(*r) == data.substr(1048576, 1048576)) << "the right bytes, refetched";
+  EXPECT_EQ(store_.request_count("GetObject"), gets + 1) << "only the bad block is fetched";
+  fs.release(h->fh);
+  auto again = fs.open(ino, O_RDONLY, /*passthrough=*/true);
+  ASSERT_TRUE(again);
+  ASSERT_GE(again->passthrough_fd, 0);
+  EXPECT_TRUE(pread_fd(again->passthrough_fd, data.size()) == data);
+  fs.release(again->fh);
 }
 
 }  // namespace

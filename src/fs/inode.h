@@ -28,10 +28,10 @@ struct FileSystem::Inode {
   PosixMetadata posix;             // from the last HEAD or GET with metadata
   s3::UserMetadata user_metadata;  // all of it, kept when the content is rewritten
   std::string content_type;
-  bool metadata_loaded = false;         // a HEAD has read the object's user metadata
-  std::string symlink_target;           // loaded by readlink
-  uint64_t lookups = 0;                 // the kernel's references (lookup minus forget)
-  uint64_t open_handles = 0;            // open file handles of this inode
+  bool metadata_loaded = false;  // a HEAD has read the object's user metadata
+  std::string symlink_target;    // loaded by readlink
+  uint64_t lookups = 0;          // the kernel's references (lookup minus forget)
+  uint64_t open_handles = 0;     // open file handles of this inode
   // Of those, handles the kernel serves by passthrough, all from this cache object
   // (kept while passthrough_opens > 0: the kernel allows one backing file per inode).
   uint64_t passthrough_opens = 0;

@@ -51,6 +51,7 @@
 #include "cache/test_util.h"
 #include "fs/file_system.h"
 #include "fs/names.h"
+#include "fs/read_result_bytes.h"
 #include "s3/memory_object_client.h"
 
 namespace nacre::fs {
@@ -437,14 +438,7 @@ class NamespaceModelTest : public ::testing::TestWithParam<int> {
         got->length > 0 && (cur == model().bucket.end() || cur->second.etag != h.etag)) {
       stats_["read of a gone version, from the cache"]++;
     }
-    std::string bytes;
-    if (got->fd >= 0) {
-      bytes.assign(got->length, '\0');
-      ASSERT_EQ(::pread(got->fd, bytes.data(), got->length, static_cast<off_t>(got->offset)),
-                static_cast<ssize_t>(got->length));
-    } else {
-      bytes = got->data;
-    }
+    std::string bytes = read_result_bytes(*got);
     if (got->length > 0) {
       ASSERT_EQ(got->offset, offset);
     }

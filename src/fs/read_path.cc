@@ -118,7 +118,9 @@ Result<OpenResult> FileSystem::open(Ino ino, int flags, bool passthrough) {
       return OpenResult{fh, !write || keep_cache};
     }
     if (n->passthrough_opens > 0) {
-      // The kernel reads this inode from its backing file: every open must join it.
+      // The kernel reads this inode from its backing file: every open must join it,
+      // and one the adapter cannot answer in passthrough mode would fail there.
+      if (!passthrough) return busy_error(*n);
       auto handle = std::make_shared<Handle>(ino, v, options_);
       handle->passthrough = n->passthrough_object;
       n->open_handles++;
@@ -211,7 +213,7 @@ Result<ReadResult> FileSystem::read(uint64_t fh, uint64_t offset, size_t size) {
     if (offset >= staged_size || size == 0) return ReadResult{};
     const size_t n = static_cast<size_t>(std::min<uint64_t>(size, staged_size - offset));
     metrics_.read_bytes += n;
-    return ReadResult{staged->fd, offset, n, {}, staged};
+    return ReadResult{staged->fd, offset, n, {}, {}, staged};
   }
   const uint64_t file_size = h->version.size;
   if (offset >= file_size || size == 0) return ReadResult{};
@@ -251,7 +253,37 @@ Result<ReadResult> FileSystem::read(uint64_t fh, uint64_t offset, size_t size) {
   if (!st && serve_uncached(st.error())) return read_uncached(*h, offset, length, st.error());
   if (!st) return std::unexpected(st.error());
   metrics_.read_bytes += length;
-  return ReadResult{object->data_fd(), offset, length, {}, std::move(object)};
+  if (auto in_memory = recent_blocks(*object, offset, length)) return std::move(*in_memory);
+  return ReadResult{object->data_fd(), offset, length, {}, {}, std::move(object)};
+}
+
+std::optional<ReadResult> FileSystem::recent_blocks(cache::CachedObject& object, uint64_t offset,
+                                                    size_t length) {
+  // Blocks written by O_DIRECT are not in the page cache: answered from the memory
+  // they arrived in, the reply is the one copy (into the kernel's FUSE page cache).
+  const uint64_t bs = object.block_size();
+  const uint64_t first = offset / bs, last = (offset + length - 1) / bs;
+  auto blocks = std::make_shared<std::vector<std::shared_ptr<const cache::BlockBuffer>>>();
+  for (uint64_t b = first; b <= last; ++b) {
+    auto block = object.recent_block(b);
+    if (!block || block->size() != object.block_length(b)) return std::nullopt;
+    blocks->push_back(std::move(block));
+  }
+  ReadResult r;
+  r.offset = offset;
+  r.length = length;
+  const uint64_t end = offset + length;
+  for (uint64_t b = first; b <= last; ++b) {
+    const auto& block = (*blocks)[b - first];
+    const uint64_t start = b * bs;
+    const uint64_t from = std::max(offset, start) - start;
+    const uint64_t to = std::min<uint64_t>(end, start + block->size()) - start;
+    r.pieces.emplace_back(block->data() + from, to - from);
+    // A reader that got to the block's end has it in its page cache now.
+    if (end >= start + block->size()) object.forget_recent(b);
+  }
+  r.source = std::move(blocks);
+  return r;
 }
 
 Result<ReadResult> FileSystem::read_uncached(Handle& h, uint64_t offset, size_t length,

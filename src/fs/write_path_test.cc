@@ -17,6 +17,7 @@
 
 #include "fs/errno_map.h"
 #include "fs/file_system.h"
+#include "fs/read_result_bytes.h"
 #include "s3/faulty_object_client.h"
 #include "s3/memory_object_client.h"
 #include "staging/staging_store.h"
@@ -171,13 +172,7 @@ class WritePathTest : public ::testing::Test {
     fs.release(h->fh);
     return out;
   }
-  static std::string bytes_of(const ReadResult& r) {
-    if (r.fd < 0) return r.data;
-    std::string buf(r.length, '\0');
-    EXPECT_EQ(pread(r.fd, buf.data(), r.length, static_cast<off_t>(r.offset)),
-              static_cast<ssize_t>(r.length));
-    return buf;
-  }
+  static std::string bytes_of(const ReadResult& r) { return read_result_bytes(r); }
   Ino lookup_path(FileSystem& fs, const std::string& path) {
     Ino ino = kRootIno;
     size_t pos = 0;
@@ -1130,6 +1125,126 @@ TEST_F(WritePathTest, WritesAndTruncatesPastFiveTiBAreFileTooBig) {
   EXPECT_EQ(sa.error().code, ErrorCode::kFileTooBig);
   EXPECT_EQ(object("p/g"), "small");
   EXPECT_TRUE(staging_files().empty());
+}
+
+// ---------------------------------------------------------------------------
+// Kernel passthrough: while the kernel reads a file's cache file itself, writes
+// (which go to a staged file) would never reach those readers, so they wait.
+
+// A mount whose files of 1 MiB or more may be served by passthrough.
+FsOptions passthrough_options() {
+  FsOptions o;
+  o.passthrough_min_size = kMiB;
+  return o;
+}
+
+void expect_busy(const Error& e, const std::string& what) {
+  EXPECT_EQ(e.code, ErrorCode::kBusy) << what << ": " << e.describe();
+  EXPECT_EQ(to_errno(e), ETXTBSY) << what;
+}
+
+TEST_F(WritePathTest, WritesAreBusyWhilePassthroughHandlesAreOpenAndWorkAfterTheyClose) {
+  std::string data = random_bytes(2 * kMiB + 5, 41);
+  put("p/f", data);
+  auto& fs = mount(passthrough_options());
+  Ino ino = lookup_path(fs, "f");
+  ASSERT_NE(ino, 0u);
+  ASSERT_TRUE(read_all(fs, ino) == data);
+  auto pt = fs.open(ino, O_RDONLY, /*passthrough=*/true);
+  ASSERT_TRUE(pt) << pt.error().describe();
+  ASSERT_GE(pt->passthrough_fd, 0);
+  auto joined = fs.open(ino, O_RDONLY, /*passthrough=*/true);  // joins passthrough
+  ASSERT_TRUE(joined);
+  ASSERT_GE(joined->passthrough_fd, 0);
+
+  for (int flags : {O_WRONLY, O_RDWR, O_RDONLY | O_TRUNC, O_WRONLY | O_TRUNC, O_RDWR | O_APPEND}) {
+    auto w = fs.open(ino, flags);
+    ASSERT_FALSE(w) << "open flags " << flags << " while passthrough handles are open";
+    expect_busy(w.error(), "open flags " + std::to_string(flags));
+  }
+  auto c = fs.create(kRootIno, "f", 0644, O_WRONLY | O_CREAT, Caller{1000, 1000});
+  ASSERT_FALSE(c) << "create of the existing name opens it for writing";
+  expect_busy(c.error(), "create");
+  for (uint64_t size : {uint64_t{0}, uint64_t{10}, 4 * kMiB}) {
+    SetAttr change;
+    change.size = size;
+    auto a = fs.setattr(ino, change, std::nullopt);
+    ASSERT_FALSE(a) << "truncate to " << size;
+    expect_busy(a.error(), "truncate to " + std::to_string(size));
+  }
+  EXPECT_TRUE(staging_files().empty()) << "nothing was staged";
+  EXPECT_TRUE(object("p/f") == data) << "S3 keeps the object as it was";
+  EXPECT_EQ(fs.getattr(ino)->size, data.size());
+  std::string head(16, '\0');
+  ASSERT_EQ(pread(pt->passthrough_fd, head.data(), head.size(), 0), 16);
+  EXPECT_EQ(head, data.substr(0, 16)) << "the kernel's file is untouched";
+
+  // One passthrough handle left: still busy.
+  fs.release(pt->fh);
+  auto still = fs.open(ino, O_RDWR);
+  ASSERT_FALSE(still);
+  expect_busy(still.error(), "with one passthrough handle left");
+
+  // All gone: writes and truncation work again.
+  fs.release(joined->fh);
+  auto w = fs.open(ino, O_RDWR);
+  ASSERT_TRUE(w) << w.error().describe();
+  EXPECT_EQ(w->passthrough_fd, -1);
+  ASSERT_TRUE(fs.write(w->fh, 3, "PATCH"));
+  ASSERT_TRUE(fs.flush(w->fh));
+  fs.release(w->fh);
+  data.replace(3, 5, "PATCH");
+  EXPECT_TRUE(object("p/f") == data);
+  SetAttr down;
+  down.size = 10;
+  auto a = fs.setattr(ino, down, std::nullopt);
+  ASSERT_TRUE(a) << a.error().describe();
+  EXPECT_EQ(a->size, 10u);
+  EXPECT_EQ(object("p/f"), data.substr(0, 10));
+}
+
+TEST_F(WritePathTest, TruncatingOpenIsBusyWhilePassthroughAndWorksAfter) {
+  std::string data = random_bytes(kMiB + 1, 42);
+  put("p/t", data);
+  auto& fs = mount(passthrough_options());
+  Ino ino = lookup_path(fs, "t");
+  ASSERT_NE(ino, 0u);
+  ASSERT_TRUE(read_all(fs, ino) == data);
+  auto pt = fs.open(ino, O_RDONLY, /*passthrough=*/true);
+  ASSERT_TRUE(pt);
+  ASSERT_GE(pt->passthrough_fd, 0);
+  auto busy = fs.open(ino, O_WRONLY | O_TRUNC);
+  ASSERT_FALSE(busy);
+  expect_busy(busy.error(), "O_TRUNC");
+  fs.release(pt->fh);
+  auto w = fs.open(ino, O_WRONLY | O_TRUNC);
+  ASSERT_TRUE(w) << w.error().describe();
+  ASSERT_TRUE(fs.write(w->fh, 0, "new"));
+  ASSERT_TRUE(fs.flush(w->fh));
+  fs.release(w->fh);
+  EXPECT_EQ(object("p/t"), "new");
+}
+
+TEST_F(WritePathTest, AFileOpenForWritingIsNeverServedByPassthrough) {
+  std::string data = random_bytes(2 * kMiB, 43);
+  put("p/f", data);
+  auto& fs = mount(passthrough_options());
+  Ino ino = lookup_path(fs, "f");
+  ASSERT_NE(ino, 0u);
+  ASSERT_TRUE(read_all(fs, ino) == data);
+  auto w = fs.open(ino, O_RDWR);
+  ASSERT_TRUE(w) << w.error().describe();
+  ASSERT_TRUE(fs.write(w->fh, 0, "XY"));
+  auto r = fs.open(ino, O_RDONLY, /*passthrough=*/true);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->passthrough_fd, -1) << "the staged file holds the content, not the cache file";
+  auto got = fs.read(r->fh, 0, 4);
+  ASSERT_TRUE(got);
+  EXPECT_EQ(bytes_of(*got), "XY" + data.substr(2, 2));
+  fs.release(r->fh);
+  ASSERT_TRUE(fs.flush(w->fh));
+  fs.release(w->fh);
+  EXPECT_EQ(metrics_.passthrough_opens.load(), 0u);
 }
 
 }  // namespace

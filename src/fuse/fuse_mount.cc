@@ -221,6 +221,14 @@ void on_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info*
     // every other reference.
     auto r = fs_of(req).read(fi->fh, static_cast<uint64_t>(off), size);
     if (!r) return reply_error(req, r.error());
+    if (!r->pieces.empty()) {
+      // Blocks in memory (r->source owns them): one copy, into the kernel.
+      std::vector<iovec> iov;
+      iov.reserve(r->pieces.size());
+      for (auto p : r->pieces) iov.push_back({const_cast<char*>(p.data()), p.size()});
+      fuse_reply_iov(req, iov.data(), static_cast<int>(iov.size()));
+      return;
+    }
     if (r->length == 0 || r->fd < 0) {
       fuse_reply_buf(req, r->data.data(), r->data.size());
       return;
@@ -251,8 +259,8 @@ ssize_t io_writev(int fd, iovec* iov, int count, void* userdata) {
   return context_of(userdata).passthrough->write_reply(fd, iov, count);
 }
 
-ssize_t io_splice(int fdin, off_t* offin, int fdout, off_t* offout, size_t len,
-                  unsigned int flags, void*) {
+ssize_t io_splice(int fdin, off_t* offin, int fdout, off_t* offout, size_t len, unsigned int flags,
+                  void*) {
   return ::splice(fdin, offin, fdout, offout, len, flags);
 }
 
@@ -456,8 +464,7 @@ void on_fallocate(fuse_req_t req, fuse_ino_t, int mode, off_t offset, off_t leng
   });
 }
 
-void on_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
-                fuse_file_info* fi) {
+void on_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info* fi) {
   guarded(req, "setattr", [&] {
     auto& fs = fs_of(req);
     fs::SetAttr change;
@@ -512,9 +519,8 @@ void on_rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
 
 void on_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t new_parent,
                const char* new_name, unsigned flags) {
-  guarded(req, "rename", [&] {
-    reply_status(req, fs_of(req).rename(parent, name, new_parent, new_name, flags));
-  });
+  guarded(req, "rename",
+          [&] { reply_status(req, fs_of(req).rename(parent, name, new_parent, new_name, flags)); });
 }
 
 void on_link(fuse_req_t req, fuse_ino_t, fuse_ino_t, const char*) {
