@@ -69,9 +69,11 @@ class Passthrough {
   explicit Passthrough(bool wanted) : wanted_(wanted) {}
 
   // The custom-I/O hooks: every request read from and reply written to /dev/fuse.
-  // They never throw (libfuse is C).
-  ssize_t read_request(int fd, void* buf, size_t len) noexcept;
-  ssize_t write_reply(int fd, iovec* iov, int count) noexcept;
+  // They throw nothing (libfuse is C) but thread cancellation: libfuse cancels its
+  // workers at the session's end, blocked in read(), and that unwinding must pass
+  // (hence not noexcept, which would turn it into std::terminate).
+  ssize_t read_request(int fd, void* buf, size_t len);
+  ssize_t write_reply(int fd, iovec* iov, int count);
 
   // After INIT: passthrough is on for this connection.
   bool enabled() const { return enabled_.load(std::memory_order_acquire); }
@@ -107,6 +109,6 @@ class Passthrough {
 };
 
 // True when this process has CAP_SYS_ADMIN in its effective set.
-bool have_cap_sys_admin() noexcept;
+bool have_cap_sys_admin();
 
 }  // namespace nacre::fuse
