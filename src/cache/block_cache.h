@@ -30,8 +30,10 @@
 //
 // Threads and locks: BlockCache and CachedObject are thread-safe. There are two
 // kinds of lock and one order: BlockCache::mu_ (the index and the LRU list) is
-// taken before an entry's mutex (detail::Entry::mu: block states and byte
-// counts), never after. No lock is held while reading or writing a data block.
+// taken before an entry's mutex (detail::Entry::mu: block states, byte counts and
+// recent blocks), never after. The block buffer pool's mutex is a leaf below both
+// (a buffer let go under either goes back to the pool). No lock is held while
+// reading or writing a data block.
 #pragma once
 
 #include <atomic>
@@ -162,8 +164,8 @@ class CachedObject {
   // read back and checked first (a bad one is dropped, and the answer is false). Answers
   // false at once, reading nothing, when a block is absent. After true, the whole data
   // file may be handed to a reader that bypasses this class (FUSE passthrough). Reads
-  // ahead of the checks (posix_fadvise), so the cost is about one sequential read of the
-  // unverified part; no hit or miss is counted.
+  // in order, with the kernel's read-ahead, so the cost is about one sequential read of
+  // the unverified part; no hit or miss is counted.
   [[nodiscard]] bool verify_all();
 
   // Bytes of blocks present (including ones from an earlier process not yet verified);
@@ -196,6 +198,7 @@ class CachedObject {
   const int data_ro_fd_;
   const int data_rw_fd_;
   const int data_direct_fd_;  // O_WRONLY | O_DIRECT, or -1 when the file system refuses it
+  std::atomic<bool> direct_failed_{false};  // an O_DIRECT write failed: pwrite from now on
   const int meta_fd_;
 };
 

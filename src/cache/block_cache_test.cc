@@ -481,3 +481,85 @@ TEST(BlockCache, UncreatableDirectoryFailsClearly) {
 
 }  // namespace
 }  // namespace nacre::cache
+
+namespace nacre::cache {
+namespace {
+
+std::shared_ptr<const BlockBuffer> buffer_of(CachedObject& o, std::string_view bytes) {
+  auto b = o.new_buffer();
+  EXPECT_EQ(b->append(bytes), bytes.size());
+  return b;
+}
+
+TEST(BlockBufferPool, BuffersAreAlignedForDirectIoAndReusedOnceLetGo) {
+  auto pool = BlockBufferPool::create(1 << 20);
+  auto a = pool->acquire();
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(a->data()) % BlockBuffer::kAlign, 0u);
+  EXPECT_EQ(a->capacity(), 1u << 20);
+  EXPECT_EQ(a->append(std::string(3u << 20, 'x')), 1u << 20) << "append stops at capacity";
+  const char* where = a->data();
+  a.reset();
+  auto again = pool->acquire();
+  EXPECT_EQ(again->data(), where) << "a buffer let go is reused, not allocated anew";
+  EXPECT_EQ(again->size(), 0u) << "and comes back empty";
+}
+
+TEST(BlockCache, BufferedBlocksAreStoredKeptInMemoryAndLetGo) {
+  TempDir dir;
+  auto o_dir = options(dir.path());
+  o_dir.memory_bytes = 2 * 4096;  // two blocks
+  auto cache = open_cache(o_dir);
+  const auto v = version("a", 3 * 4096 + 100);  // a partial last block, written by pwrite
+  auto o = *cache->open_object(v);
+  for (uint64_t i = 0; i < 4; ++i) {
+    auto bytes = block_bytes("a", i, o->block_length(i));
+    ASSERT_TRUE(o->write_block(i, buffer_of(*o, bytes)).has_value());
+  }
+  // The bound: the first two were kept, the later ones not (no older one dropped).
+  ASSERT_NE(o->recent_block(0), nullptr);
+  ASSERT_NE(o->recent_block(1), nullptr);
+  EXPECT_EQ(o->recent_block(2), nullptr);
+  EXPECT_EQ(o->recent_block(3), nullptr);
+  EXPECT_TRUE(o->recent_block(1)->view() == block_bytes("a", 1, 4096));
+  // Stored on disk whatever was kept: every byte reads back from the file.
+  std::string all(v.size, '\0');
+  ASSERT_TRUE(o->read(0, v.size, all.data()).has_value());
+  for (uint64_t i = 0; i < 4; ++i) {
+    EXPECT_TRUE(all.substr(i * 4096, o->block_length(i)) == block_bytes("a", i, o->block_length(i)))
+        << "block " << i;
+  }
+  struct stat st {};
+  ASSERT_EQ(::stat(entry_path(dir.path(), v, ".data").c_str(), &st), 0);
+  EXPECT_EQ(static_cast<uint64_t>(st.st_size), v.size) << "the data file ends with the object";
+  EXPECT_TRUE(o->verify_all());
+  // Letting go of one makes room for another.
+  o->forget_recent(0);
+  EXPECT_EQ(o->recent_block(0), nullptr);
+  auto o2 = *cache->open_object(version("b", 4096));
+  ASSERT_TRUE(o2->write_block(0, buffer_of(*o2, block_bytes("b", 0, 4096))).has_value());
+  EXPECT_NE(o2->recent_block(0), nullptr);
+  // Dropping the entry (release) lets go of its memory; a view held stays valid.
+  auto held = o->recent_block(1);
+  ASSERT_TRUE(cache->release("bucket", "a").has_value());
+  EXPECT_EQ(o->recent_block(1), nullptr);
+  EXPECT_TRUE(held->view() == block_bytes("a", 1, 4096));
+}
+
+TEST(BlockCache, LastHolderGoneLetsGoOfTheMemory) {
+  TempDir dir;
+  auto o_dir = options(dir.path());
+  o_dir.memory_bytes = 4096;
+  auto cache = open_cache(o_dir);
+  {
+    auto o = *cache->open_object(version("a", 4096));
+    ASSERT_TRUE(o->write_block(0, buffer_of(*o, block_bytes("a", 0, 4096))).has_value());
+    ASSERT_NE(o->recent_block(0), nullptr);
+  }
+  // The whole budget is free again: another entry's block is kept.
+  auto o2 = *cache->open_object(version("b", 4096));
+  ASSERT_TRUE(o2->write_block(0, buffer_of(*o2, block_bytes("b", 0, 4096))).has_value());
+  EXPECT_NE(o2->recent_block(0), nullptr);
+}
+
+}  // namespace
+}  // namespace nacre::cache

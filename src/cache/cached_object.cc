@@ -1,4 +1,6 @@
 #include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <vector>
@@ -59,33 +61,21 @@ void CachedObject::forget_recent(uint64_t i) {
   auto it = entry_->recent.find(i);
   if (it == entry_->recent.end()) return;
   cache_->recent_bytes_.fetch_sub(it->second->size());
-  entry_->recent.erase(it);  // recent_order keeps the index; skipped when it comes up
+  entry_->recent.erase(it);
 }
 
 void CachedObject::keep_recent_locked(uint64_t i, std::shared_ptr<const BlockBuffer> block) {
   detail::Entry& e = *entry_;
-  const uint64_t budget = cache_->options_.memory_bytes;
   const uint64_t len = block->size();
-  if (len > budget || e.recent.count(i)) return;
-  // Make room from this entry's oldest blocks; other entries' memory is theirs (each
-  // goes when its reader has it, or with its last holder).
-  while (cache_->recent_bytes_.load() + len > budget && !e.recent_order.empty()) {
-    uint64_t old = e.recent_order.front();
-    e.recent_order.pop_front();
-    if (auto it = e.recent.find(old); it != e.recent.end()) {
-      cache_->recent_bytes_.fetch_sub(it->second->size());
-      e.recent.erase(it);
-    }
-  }
-  if (cache_->recent_bytes_.load() + len > budget) return;
-  cache_->recent_bytes_.fetch_add(len);
+  if (e.recent.count(i)) return;
+  // Over the bound, a new block is not kept (rather than an older one dropped): blocks
+  // arrive ahead of their readers, and the oldest are the ones read next. Each goes
+  // when its reader has read it, or with the entry's last holder.
+  uint64_t used = cache_->recent_bytes_.load();
+  do {
+    if (used + len > cache_->options_.memory_bytes) return;
+  } while (!cache_->recent_bytes_.compare_exchange_weak(used, used + len));
   e.recent.emplace(i, std::move(block));
-  e.recent_order.push_back(i);
-  // Indices of blocks forgotten already are skipped above; trim them so the queue
-  // stays as short as the map.
-  while (!e.recent_order.empty() && !e.recent.count(e.recent_order.front())) {
-    e.recent_order.pop_front();
-  }
 }
 
 const ObjectVersion& CachedObject::version() const {
@@ -183,6 +173,11 @@ bool CachedObject::verify_block(uint64_t i) {
 
 bool CachedObject::verify_all() {
   const detail::Entry& e = *entry_;
+  // The kernel reads a backing file up to its own end: it must end where the object does.
+  struct stat st {};
+  if (::fstat(data_ro_fd_, &st) != 0 || static_cast<uint64_t>(st.st_size) != e.version.size) {
+    return false;
+  }
   std::vector<uint64_t> unverified;
   {
     std::lock_guard lk(entry_->mu);
@@ -195,16 +190,13 @@ bool CachedObject::verify_all() {
       }
     }
   }
-  // Ask the kernel to read a window ahead, so the disk streams while we checksum.
-  constexpr size_t kAheadBlocks = 64;
-  size_t advised = 0;
-  for (size_t k = 0; k < unverified.size(); ++k) {
-    while (advised < unverified.size() && advised < k + kAheadBlocks) {
-      const uint64_t b = unverified[advised++];
-      (void)::posix_fadvise(data_ro_fd_, static_cast<off_t>(b * e.block_size),
-                            static_cast<off_t>(e.block_length(b)), POSIX_FADV_WILLNEED);
-    }
-    if (!check_block(unverified[k])) return false;
+  // In order, so the kernel's own read-ahead streams the disk while we checksum.
+  // (Not POSIX_FADV_WILLNEED: it fills the page cache with 4 KiB pages, and a
+  // passthrough reader of those is 2-3x slower than of the large folios that
+  // read-ahead makes: measured 5.3 against 15 GB/s re-reading 1 GiB.)
+  (void)::posix_fadvise(data_ro_fd_, 0, 0, POSIX_FADV_SEQUENTIAL);
+  for (uint64_t b : unverified) {
+    if (!check_block(b)) return false;
   }
   return !released();
 }
@@ -215,7 +207,8 @@ Status CachedObject::write_block(uint64_t i, std::string_view data) {
 
 Status CachedObject::write_block(uint64_t i, std::shared_ptr<const BlockBuffer> block) {
   // O_DIRECT takes whole 4 KiB multiples only: a last partial block goes through pwrite.
-  const bool direct = data_direct_fd_ >= 0 && block->size() % BlockBuffer::kAlign == 0;
+  const bool direct =
+      data_direct_fd_ >= 0 && !direct_failed_.load() && block->size() % BlockBuffer::kAlign == 0;
   Status st = write_block_impl(i, block->view(), direct);
   if (st) {
     std::lock_guard lk(entry_->mu);
@@ -277,7 +270,12 @@ Status CachedObject::store_block(uint64_t i, std::string_view data, bool direct)
   Status r =
       io::pwrite_full(direct ? data_direct_fd_ : data_rw_fd_, data, offset, "write " + e.data_path);
   if (!r && direct && r.error().code != ErrorCode::kNoSpace) {
-    // EINVAL: the file system wants another alignment after all; the page cache it is.
+    // EINVAL: the file system wants another alignment after all; the page cache it is,
+    // for this and every later block of the entry.
+    if (!direct_failed_.exchange(true)) {
+      spdlog::warn("O_DIRECT write to {} failed ({}): writing through the page cache", e.data_path,
+                   r.error().describe());
+    }
     r = io::pwrite_full(data_rw_fd_, data, offset, "write " + e.data_path);
   }
   const uint32_t crc = crc32c(data);

@@ -5,7 +5,6 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
-#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -44,9 +43,8 @@ struct Entry {
   uint64_t charged_bytes = 0;
   bool dropped = false;  // GUARDED_BY(mu): removed from the index, files unlinked
   // Verified blocks kept in memory after they were written (BlockCache::recent_bytes_
-  // counts them), oldest first in recent_order.
+  // counts them).
   std::map<uint64_t, std::shared_ptr<const BlockBuffer>> recent;  // GUARDED_BY(mu)
-  std::deque<uint64_t> recent_order;                              // GUARDED_BY(mu)
 
   uint64_t block_length(uint64_t i) const {
     uint64_t start = i * block_size;
@@ -58,7 +56,6 @@ struct Entry {
 inline void drop_recent_locked(Entry& e, std::atomic<uint64_t>& counter) {
   for (auto& [i, block] : e.recent) counter.fetch_sub(block->size());
   e.recent.clear();
-  e.recent_order.clear();
 }
 
 }  // namespace nacre::cache::detail

@@ -24,7 +24,8 @@
 //
 // Thread safety: every method may be called from many threads at once.
 // Lock order: Staged::io → Handle::mu → FileSystem::mu_ → Staged::mu, with
-// the exporter's queue lock a leaf (a read may swap its handle's fetcher; an
+// the cache's locks (cache/block_cache.h) below FileSystem::mu_ and the
+// exporter's queue lock a leaf (a read may swap its handle's fetcher; an
 // export holds its staged file's io lock while it uploads). Network requests
 // and waits for fetches happen with no lock held but Staged::io.
 #pragma once
@@ -33,6 +34,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <functional>
 #include <map>
 #include <memory>
@@ -317,6 +319,10 @@ class FileSystem {
   // when the kernel's rules allow it now; its file descriptor, or -1. Locked.
   int start_passthrough(Ino ino, Handle& h, const std::shared_ptr<cache::CachedObject>& object);
   std::unexpected<Error> busy_error(const Inode& n);
+  // Waits (up to half a second, mu_ held by `lock`) for `ino` to have no passthrough
+  // opens; true when it has none. The kernel sends RELEASE after close() returned, so
+  // a program that closes its reader and then writes would otherwise race it.
+  bool wait_passthrough_closed(std::unique_lock<std::mutex>& lock, Ino ino);
 
   // Write path internals (write_path.cc).
   struct Staged;
@@ -381,11 +387,12 @@ class FileSystem {
   FsOptions options_;
 
   std::mutex mu_;
-  std::map<Ino, std::unique_ptr<Inode>> inodes_;                 // GUARDED_BY(mu_)
-  std::map<std::string, Ino> ino_by_key_;                        // GUARDED_BY(mu_)
-  Ino next_ino_ = kRootIno + 1;                                  // GUARDED_BY(mu_)
-  std::map<uint64_t, std::shared_ptr<Handle>> handles_;          // GUARDED_BY(mu_)
-  uint64_t next_fh_ = 1;                                         // GUARDED_BY(mu_)
+  std::condition_variable passthrough_closed_;           // an inode's last passthrough handle went
+  std::map<Ino, std::unique_ptr<Inode>> inodes_;         // GUARDED_BY(mu_)
+  std::map<std::string, Ino> ino_by_key_;                // GUARDED_BY(mu_)
+  Ino next_ino_ = kRootIno + 1;                          // GUARDED_BY(mu_)
+  std::map<uint64_t, std::shared_ptr<Handle>> handles_;  // GUARDED_BY(mu_)
+  uint64_t next_fh_ = 1;                                 // GUARDED_BY(mu_)
   std::map<std::string, std::weak_ptr<BlockFetcher>> fetchers_;  // GUARDED_BY(mu_)
   std::set<std::string> deleted_locally_;                        // GUARDED_BY(mu_)
   std::map<std::string, std::weak_ptr<Staged>> recovered_;       // GUARDED_BY(mu_)

@@ -61,7 +61,6 @@ Result<OpenResult> FileSystem::open(Ino ino, int flags, bool passthrough) {
       // answers ESTALE by walking the path again (LOOKUP_REVAL) and opening that.
       return fail(ErrorCode::kStale, "the object changed or was deleted");
     }
-    if (write && n->passthrough_opens > 0) return busy_error(*n);
     // Close-to-open: an open revalidates unless a HEAD confirmed the version
     // within the TTL. A listing alone has no metadata, so the first open HEADs.
     // A staged file is what this mount wrote: S3 does not replace it.
@@ -180,6 +179,13 @@ int FileSystem::start_passthrough(Ino ino, Handle& h,
   h.passthrough = n->passthrough_object;
   metrics_.passthrough_opens++;
   return h.passthrough->data_fd();
+}
+
+bool FileSystem::wait_passthrough_closed(std::unique_lock<std::mutex>& lock, Ino ino) {
+  return passthrough_closed_.wait_for(lock, std::chrono::milliseconds(500), [&] {
+    Inode* n = find(ino);
+    return !n || n->passthrough_opens == 0;
+  });
 }
 
 std::unexpected<Error> FileSystem::busy_error(const Inode& n) {
@@ -350,6 +356,7 @@ void FileSystem::release(uint64_t fh) {
   if (Inode* n = find(h->ino)) {
     if (h->passthrough && n->passthrough_opens > 0 && --n->passthrough_opens == 0) {
       n->passthrough_object.reset();
+      passthrough_closed_.notify_all();
     }
     if (n->open_handles > 0) n->open_handles--;
     drop_staged_if_done(*n);

@@ -64,11 +64,15 @@ Result<std::shared_ptr<FileSystem::Staged>> FileSystem::new_staged(
 Result<std::shared_ptr<FileSystem::Staged>> FileSystem::stage(Ino ino, bool truncate,
                                                               bool* created) {
   {
-    std::lock_guard lock(mu_);
+    std::unique_lock lock(mu_);
     Inode* n = find(ino);
     if (!n) return fail(ErrorCode::kStale, "stale inode");
     // The kernel reads the cache file for passthrough handles: writes would not reach them.
-    if (!n->staged && n->passthrough_opens > 0) return busy_error(*n);
+    if (!n->staged && n->passthrough_opens > 0) {
+      if (!wait_passthrough_closed(lock, ino)) return busy_error(*find(ino));
+      n = find(ino);
+      if (!n) return fail(ErrorCode::kStale, "stale inode");
+    }
     n->staging++;  // and no passthrough open starts until this is over
   }
   struct Unmark {

@@ -1203,6 +1203,27 @@ TEST_F(WritePathTest, WritesAreBusyWhilePassthroughHandlesAreOpenAndWorkAfterThe
   EXPECT_EQ(object("p/f"), data.substr(0, 10));
 }
 
+// The kernel sends RELEASE after close() returned: a program that closed its
+// passthrough reader and then opened the file for writing got ETXTBSY.
+TEST_F(WritePathTest, AWriteOpenWaitsForAPassthroughReleaseInFlight) {
+  std::string data = random_bytes(2 * kMiB, 43);
+  put("p/f", data);
+  auto& fs = mount(passthrough_options());
+  Ino ino = lookup_path(fs, "f");
+  ASSERT_TRUE(read_all(fs, ino) == data);
+  auto pt = fs.open(ino, O_RDONLY, /*passthrough=*/true);
+  ASSERT_TRUE(pt);
+  ASSERT_GE(pt->passthrough_fd, 0);
+  std::thread late_release([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    fs.release(pt->fh);
+  });
+  auto w = fs.open(ino, O_RDWR);
+  late_release.join();
+  ASSERT_TRUE(w) << "a write open 100 ms before the reader's RELEASE: " << w.error().describe();
+  fs.release(w->fh);
+}
+
 TEST_F(WritePathTest, TruncatingOpenIsBusyWhilePassthroughAndWorksAfter) {
   std::string data = random_bytes(kMiB + 1, 42);
   put("p/t", data);

@@ -111,7 +111,10 @@ void on_init(void* userdata, fuse_conn_info* conn) {
                conn->proto_minor, conn->max_readahead,
                (conn->want & FUSE_CAP_SPLICE_WRITE) ? "on" : "off");
   // The reply is patched for passthrough on its way out (Passthrough::write_reply).
-  spdlog::info("read mode: {}", context_of(userdata).passthrough->mode_description());
+  try {
+    spdlog::info("read mode: {}", context_of(userdata).passthrough->mode_description());
+  } catch (const std::exception&) {  // a log line is not worth failing INIT
+  }
 }
 
 void on_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
@@ -180,8 +183,9 @@ void on_readlink(fuse_req_t req, fuse_ino_t ino) {
 
 // Answers an open the fs core granted passthrough, with the inode's backing id.
 // False (nothing sent, the handle still open) when the kernel will not take it.
-bool reply_open_passthrough(fuse_req_t req, fuse_ino_t ino, const fs::OpenResult& r) {
-  auto& pt = passthrough_of(req);
+// (A reply frees `req`, failed or not: nothing reads it after.)
+bool reply_open_passthrough(fuse_req_t req, fuse_ino_t ino, const fs::OpenResult& r,
+                            fs::FileSystem& fs, Passthrough& pt) {
   auto id = pt.acquire(r.fh, ino, r.passthrough_fd);
   if (!id) {
     spdlog::info("open of inode {} in cached mode: {}", ino, id.error().describe());
@@ -191,7 +195,7 @@ bool reply_open_passthrough(fuse_req_t req, fuse_ino_t ino, const fs::OpenResult
   PassthroughOpenOut out{r.fh, kFopenPassthrough, *id};
   if (fuse_reply_buf(req, reinterpret_cast<const char*>(&out), sizeof out) != 0) {
     pt.release(r.fh);  // the opener was interrupted: nobody will release it
-    fs_of(req).release(r.fh);
+    fs.release(r.fh);
   }
   return true;
 }
@@ -199,17 +203,47 @@ bool reply_open_passthrough(fuse_req_t req, fuse_ino_t ino, const fs::OpenResult
 void on_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   guarded(req, "open", [&] {
     auto& fs = fs_of(req);
-    auto r = fs.open(ino, fi->flags, passthrough_of(req).enabled());
+    auto& pt = passthrough_of(req);
+    auto r = fs.open(ino, fi->flags, pt.enabled());
     if (r && r->passthrough_fd >= 0) {
-      if (reply_open_passthrough(req, ino, *r)) return;
+      bool sent;
+      try {
+        sent = reply_open_passthrough(req, ino, *r, fs, pt);
+      } catch (...) {
+        // Nothing was sent (the reply is the last step): the handle must not stay
+        // open, or the file would stay busy for writers for the mount's life.
+        pt.release(r->fh);
+        fs.release(r->fh);
+        throw;
+      }
+      if (sent) return;
       fs.release(r->fh);
       r = fs.open(ino, fi->flags, /*passthrough=*/false);
+      // Other handles of the inode are passthrough (their opens raced this one):
+      // this one must join them, through their backing id.
+      if (!r && r.error().code == ErrorCode::kBusy && !(fi->flags & (O_WRONLY | O_RDWR))) {
+        r = fs.open(ino, fi->flags, /*passthrough=*/true);
+        if (r && r->passthrough_fd >= 0) {
+          bool joined = false;
+          try {
+            joined = reply_open_passthrough(req, ino, *r, fs, pt);
+          } catch (...) {
+            pt.release(r->fh);
+            fs.release(r->fh);
+            throw;
+          }
+          if (joined) return;
+          fs.release(r->fh);
+          return reply_error(
+              req, Error{ErrorCode::kIo, "the kernel refused this file's backing file", {}, {}, 0});
+        }
+      }
     }
     if (!r) return reply_error(req, r.error());
     fi->fh = r->fh;
     fi->keep_cache = r->keep_cache;
     if (fuse_reply_open(req, fi) != 0) {
-      fs_of(req).release(r->fh);  // the opener was interrupted: nobody will release it
+      fs.release(r->fh);  // the opener was interrupted: nobody will release it
     }
   });
 }
@@ -243,8 +277,10 @@ void on_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info*
 
 void on_release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
   guarded(req, "release", [&] {
-    fs_of(req).release(fi->fh);
+    // The backing id first: the kernel is done with this open, and a new open of the
+    // inode meanwhile (still counted passthrough by the core) registers it again.
     passthrough_of(req).release(fi->fh);
+    fs_of(req).release(fi->fh);
     fuse_reply_err(req, 0);
   });
 }
@@ -390,12 +426,13 @@ fs::Caller caller_of(fuse_req_t req) {
 
 // Replies with a new entry (mkdir, symlink, mknod); the core counted the lookup.
 void reply_entry(fuse_req_t req, const fs::Attr& attr) {
+  auto& fs = fs_of(req);  // the reply frees req, failed or not
   fuse_entry_param e{};
   e.ino = attr.ino;
   e.attr = to_stat(attr);
-  e.attr_timeout = fs_of(req).timeout_seconds();
-  e.entry_timeout = fs_of(req).timeout_seconds();
-  if (fuse_reply_entry(req, &e) != 0) fs_of(req).forget(attr.ino, 1);
+  e.attr_timeout = fs.timeout_seconds();
+  e.entry_timeout = fs.timeout_seconds();
+  if (fuse_reply_entry(req, &e) != 0) fs.forget(attr.ino, 1);
 }
 
 void reply_status(fuse_req_t req, const Status& st) {
@@ -628,6 +665,15 @@ Result<std::unique_ptr<FuseMount>> FuseMount::mount(fs::FileSystem& fs,
   // fuse_session_destroy closes it once.
   const int dev_fd = fuse_session_fd(m->session_);
   m->passthrough_->set_device_fd(dev_fd);
+  // The kernel caps the mount's read-ahead at INIT's max_readahead while it takes
+  // the INIT reply, so a larger one is set after that.
+  m->passthrough_->set_after_init([mountpoint = options.mountpoint, kb = options.read_ahead_kb] {
+    try {
+      tune_read_ahead(mountpoint, kb);
+    } catch (const std::exception& e) {
+      spdlog::info("read-ahead not raised: {}", e.what());
+    }
+  });
   const fuse_custom_io io{io_writev, io_read, io_splice, io_splice};
   if (fuse_session_custom_io(m->session_, &io, dev_fd) != 0) {
     return fail(ErrorCode::kIo, "cannot install the FUSE I/O hooks");
@@ -647,7 +693,6 @@ FuseMount::~FuseMount() {
 Status FuseMount::run(std::function<void()> on_exit) {
   if (fuse_set_signal_handlers(session_) != 0)
     return fail(ErrorCode::kIo, "cannot set signal handlers");
-  tune_read_ahead(options_.mountpoint, options_.read_ahead_kb);
   // libfuse's loop returns only after joining its workers, and a worker may be
   // waiting for a GET (up to attempts x stall timeout). Unmount must take
   // seconds (a pod gets 30 s to terminate): this watcher sees the session end

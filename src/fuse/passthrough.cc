@@ -88,6 +88,7 @@ ssize_t Passthrough::read_request(int fd, void* buf, size_t len) {
   if (n <= 0) return n;
   InitRequest init = parse_init_request(buf, static_cast<size_t>(n));
   if (!init.is_init) return n;
+  init_seen_.store(true, std::memory_order_release);
   const char* why = nullptr;
   if (!wanted_) {
     why = "--passthrough off";
@@ -113,7 +114,10 @@ ssize_t Passthrough::write_reply(int fd, iovec* iov, int count) {
       enabled_.store(true, std::memory_order_release);
     }
   }
-  return ::writev(fd, iov, count);
+  ssize_t n = ::writev(fd, iov, count);
+  // The first reply after INIT was read is INIT's (libfuse answers nothing else first).
+  if (init_seen_.exchange(false) && after_init_) after_init_();
+  return n;
 }
 
 std::string Passthrough::mode_description() const {
@@ -139,7 +143,10 @@ Result<int32_t> Passthrough::acquire(uint64_t fh, uint64_t ino, int fd) {
   int id = ::ioctl(dev_fd_, kBackingOpen, &map);
   if (id <= 0) {
     int err = id < 0 ? errno : EIO;
-    if (err == EPERM || err == ENOTTY || err == EOPNOTSUPP) {
+    // For good, not for this file: no privilege (a user namespace's CAP_SYS_ADMIN),
+    // no support, or ELOOP (the cache directory is on a stacking file system such
+    // as overlayfs, deeper than the depth INIT asked for).
+    if (err == EPERM || err == ENOTTY || err == EOPNOTSUPP || err == ELOOP) {
       why_off_ = std::string("the kernel refused a backing file: ") + std::strerror(err);
       enabled_.store(false, std::memory_order_release);
       spdlog::warn("FUSE passthrough turned off for this mount: {}", why_off_);

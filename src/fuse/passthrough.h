@@ -31,6 +31,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <unordered_map>
@@ -92,10 +93,15 @@ class Passthrough {
   void release(uint64_t fh);
 
   void set_device_fd(int fd) { dev_fd_ = fd; }
+  // Runs once, right after the kernel took the INIT reply (it applies INIT's
+  // settings during that write): for settings that must come after them.
+  void set_after_init(std::function<void()> f) { after_init_ = std::move(f); }
 
  private:
   const bool wanted_;
   int dev_fd_ = -1;
+  std::function<void()> after_init_;
+  std::atomic<bool> init_seen_{false};    // an INIT request was read; its reply not yet written
   std::atomic<uint64_t> init_unique_{0};  // the INIT request to patch the reply of
   std::atomic<bool> enabled_{false};
   mutable std::mutex mu_;
