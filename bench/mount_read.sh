@@ -4,16 +4,29 @@
 # `curl --aws-sigv4` GET as the raw rate one connection gets. One table,
 # every ratio computed within this run:
 #
-#   1. cold sequential read of a 2 GiB object (dd bs=1M) vs one curl GET
+#   1. cold sequential read of a 2 GiB object (dd bs=1M) vs one curl GET;
+#      target >= 0.90 of curl, >= 0.80 when the object is 8 GiB or more
 #   2. cold load of a Mistral-shaped safetensors model (bench/safetensors_model.py
-#      load --verify: mmap, tensor by tensor) vs curl GETs of its shards in sequence
-#   3. warm node cache with the page cache dropped (new mount process, same cache
-#      dir) vs the same bytes from a local file after drop_caches; and a page-cache
-#      re-read in a new process vs dd of a warm local file
+#      load --verify: mmap, tensor by tensor) vs curl GETs of its shards in
+#      sequence; target >= 0.85
+#   3. warm node cache, targets >= 0.90 (fully cached files are served by FUSE
+#      kernel passthrough where the kernel and the mount allow it: the note
+#      prints the mount's "read mode:" log line):
+#      3a the object with the page cache dropped (new mount process, same cache
+#         dir as test 1's last round) vs the same bytes from a local file after
+#         drop_caches
+#      3b a page-cache re-read in a new process vs dd of a warm local file
+#      3c the model load of test 2 (same command) through a new mount over the
+#         last round's Nacre cache of the model, after drop_caches, vs the same
+#         load from the local copy of the model files (the one generated for the
+#         upload) after drop_caches; it must fetch 0 bytes from S3 (else the
+#         row is MISSED; the notes give the count, as they do for 3a and 3b)
 #   4. cold `ls -l` of 1000 objects: time and ListObjectsV2 requests (metrics)
 #   5. four concurrent readers of one cold file: bytes fetched from S3 vs its size
-#   6. peak RSS (VmHWM) of the nacre mount process, and client CPU-seconds per GiB
-#      (FUSE daemon utime+stime from /proc/PID/stat, plus the reader's own CPU)
+#   6. peak RSS (VmHWM) of the nacre mount process (target <= 256 MiB), and client
+#      CPU-seconds per GiB of the cold read and the cold model load (FUSE daemon
+#      utime+stime from /proc/PID/stat, plus the reader's own CPU); target <= 1.00
+#      for each, curl's figure is the reference
 #
 # "Cold" = a fresh mount with a fresh Nacre cache dir and `echo 3 >
 # /proc/sys/vm/drop_caches` just before the timed command (for curl too).
@@ -23,7 +36,8 @@
 # ratio (Nacre / reference; for ls -l s3fs time / Nacre time), the target, met
 # or MISSED, then s3fs and rclone where measured (figure and its ratio to the
 # same reference). Notes below it: bytes fetched per test, the 4-reader rate,
-# and what filling fresh page cache costs on this machine (see the probe).
+# what filling fresh page cache costs on this machine (see the probe), and the
+# Nacre mount's "read mode:" log line.
 #
 # Usage: bench/mount_read.sh [--quick]    (starts and stops its own RGW)
 #   --quick                   NACRE_BENCH_MIB=256 NACRE_BENCH_LAYERS=1 ROUNDS=2
@@ -34,6 +48,9 @@
 #   NACRE_BENCH_S3FS=0, NACRE_BENCH_RCLONE=0   leave that tool out
 #   NACRE_S3_ENV=DIR/env      use an already running server (objects are removed after)
 #   NACRE_BENCH_BINARY=PATH   the nacre binary to measure (default build/nacre)
+# The 14 GiB cold-read run (issue 8: test 1's row then reads a 14 GiB object,
+# target >= 0.80 of curl):
+#   NACRE_BENCH_MIB=14336 NACRE_BENCH_LAYERS=1 ROUNDS=1 NACRE_BENCH_S3FS=0 NACRE_BENCH_RCLONE=0
 # Run it holding the build lock, so nothing compiles meanwhile:
 #   flock /tmp/nacre-build.lock bash bench/mount_read.sh
 set -euo pipefail
@@ -295,7 +312,7 @@ for f in "$work/model"/*; do
     *.safetensors) shards+=("$pfx/model/$n"); model_bytes=$((model_bytes + $(stat -c %s "$f"))) ;;
   esac
 done
-rm -rf "$work/model"   # only the bucket's copy is needed from here on
+# $work/model stays: test 3c's reference is a load of this local copy.
 model_mib=$((model_bytes >> 20))
 model_timeout=$((120 + model_mib / 20))
 big=$(( mib > model_mib ? mib : model_mib ))
@@ -335,8 +352,8 @@ cold_run() {  # TOOL PREFIX NAME TIMEOUT CMD...
 # What filling fresh page cache costs on this machine. In a VM with free page
 # reporting (virtio-balloon) memory freed by drop_caches goes back to the host
 # a few seconds later, and touching it again is slow; every client that fills
-# page cache pays it (Nacre twice per byte: FUSE page cache and cache file),
-# curl -o /dev/null does not.
+# page cache pays it (Nacre once per byte, its FUSE page cache: its cache
+# writes are O_DIRECT), curl -o /dev/null does not.
 log "probing the cost of filling fresh page cache..."
 dpid=""
 drop_caches
@@ -363,6 +380,9 @@ keep_cache=""
 
 for r in $(seq "$rounds"); do
   log "2. cold model load ($((model_bytes >> 20)) MiB in ${#shards[@]} shard(s)), round $r/$rounds..."
+  # one model cache on disk at a time; the last round's stays for test 3c
+  [ -n "$keep_cache" ] && rm -rf "$keep_cache"
+  keep_cache=""
   drop_caches
   dpid=""
   # shellcheck disable=SC2016
@@ -372,8 +392,9 @@ for r in $(seq "$rounds"); do
       python3 "$root/bench/safetensors_model.py" load @MNT@ --json --verify
     [ -n "$fetched" ] && val[model.nacre.fetched]=$fetched
   done
-  rm -rf "$keep_cache"; keep_cache=""
 done
+model_cache=$keep_cache
+keep_cache=""
 
 log "3. warm node cache and page cache re-reads..."
 if [ -n "$seq_cache" ] && mount_nacre "$pfx/big" "$seq_cache"; then
@@ -396,6 +417,28 @@ else
   fail warm.nacre "no cache from test 1, or mount failed"
 fi
 rm -rf "$seq_cache"
+
+log "3c. warm node cache, model load..."
+if [ -n "$model_cache" ] && mount_nacre "$pfx/model" "$model_cache"; then
+  f0=$(metric nacre_s3_bytes_fetched_total)
+  for r in $(seq "$rounds"); do
+    saved=$dpid; dpid=""
+    drop_caches
+    try warmmodel.local "$model_timeout" \
+      python3 "$root/bench/safetensors_model.py" load "$work/model" --json --verify
+    dpid=$saved
+    drop_caches
+    try warmmodel.nacre "$model_timeout" \
+      python3 "$root/bench/safetensors_model.py" load "$mnt" --json --verify
+  done
+  val[warmmodel.nacre.fetched]=$(( $(metric nacre_s3_bytes_fetched_total) - f0 ))
+  note_rss nacre warmmodel.nacre "$dpid"
+  unmount "$mnt"
+  dpid=""
+else
+  fail warmmodel.nacre "no model cache from test 2, or mount failed"
+fi
+rm -rf "$model_cache" "$work/model"
 
 for r in $(seq "$rounds"); do
   log "4. cold ls -l of $nfiles objects, round $r/$rounds..."
@@ -446,6 +489,9 @@ dump() {
   for k in "${!failed[@]}"; do echo "fail.$k ${failed[$k]}"; done
 }
 val[nacre.log.problems]=$(grep -c -i -E '\[(warning|error|critical)\]' "$work/nacre.log" 2>/dev/null || true)
+# every nacre mount logs to $work/nacre.log (-f, stderr redirected): its
+# "read mode:" line(s) at INIT, distinct ones joined
+val[nacre.read.mode]=$(grep -o 'read mode:.*' "$work/nacre.log" 2>/dev/null | sort -u | paste -sd '|' - || true)
 dump >"$work/results"
 python3 - "$work/results" "$mib" "$model_bytes" "$nfiles" "$rounds" "$layers" "${#shards[@]}" "$use_s3fs" "$use_rclone" "$model_files_bytes" <<'PY'
 import math
@@ -497,8 +543,9 @@ def other_rates(test, nbytes, ref):
 # 1. cold sequential read
 cu, na = rate("seq", "curl", size), rate("seq", "nacre", size)
 q = ratio_of(na, cu)
-add(f"1 cold read {mib:.0f} MiB, MiB/s", f(na, ".0f"), f"{f(cu, '.0f')} curl", q, ">= 0.90",
-    None if q is None else q >= 0.90, other_rates("seq", size, cu))
+seq_want = 0.80 if mib >= 8192 else 0.90   # issue 8: >= 0.80 of curl for an object of 8 GiB or more
+add(f"1 cold read {mib:.0f} MiB, MiB/s", f(na, ".0f"), f"{f(cu, '.0f')} curl", q, f">= {seq_want:.2f}",
+    None if q is None else q >= seq_want, other_rates("seq", size, cu))
 # 2. cold model load
 cu, na = rate("model", "curl", model_bytes), rate("model", "nacre", model_bytes)
 q = ratio_of(na, cu)
@@ -507,12 +554,17 @@ add(f"2 cold model load {model_bytes / GiB:.2f} GiB, MiB/s", f(na, ".0f"), f"{f(
 # 3. warm node cache / page cache
 lo, na = rate("warm", "local", size), rate("warm", "nacre", size)
 q = ratio_of(na, lo)
-add("3a node cache, no page cache, MiB/s", f(na, ".0f"), f"{f(lo, '.0f')} local", q, ">= 0.80",
-    None if q is None else q >= 0.80)
+add("3a node cache, no page cache, MiB/s", f(na, ".0f"), f"{f(lo, '.0f')} local", q, ">= 0.90",
+    None if q is None else q >= 0.90)
 lo, na = rate("pagecache", "local", size), rate("pagecache", "nacre", size)
 q = ratio_of(na, lo)
-add("3b page-cache re-read, MiB/s", f(na, ".0f"), f"{f(lo, '.0f')} local", q, ">= 0.80",
-    None if q is None else q >= 0.80)
+add("3b page-cache re-read, MiB/s", f(na, ".0f"), f"{f(lo, '.0f')} local", q, ">= 0.90",
+    None if q is None else q >= 0.90)
+lo, na = rate("warmmodel", "local", model_bytes), rate("warmmodel", "nacre", model_bytes)
+q = ratio_of(na, lo)
+wf = num("warmmodel.nacre.fetched")   # must be 0: the load is served from the node cache
+add("3c node cache, model load, MiB/s", f(na, ".0f"), f"{f(lo, '.0f')} local", q, ">= 0.90",
+    None if q is None else q >= 0.90 and wf == 0)
 # 4. cold ls -l
 nw, sw = num("ls.nacre.wall"), num("ls.s3fs.wall")
 q = ratio_of(sw, nw)
@@ -531,14 +583,15 @@ add("5 4 readers: bytes fetched", f(fe, ".0f"), f"{size:.0f} size", q, "= 1.00",
 # 6. RSS and CPU
 kb = num("rss.nacre")
 q = ratio_of(kb, 256 * 1024)
-where = {"seq": "test 1", "model": "test 2", "warm": "test 3", "ls": "test 4", "conc": "test 5"}
+where = {"seq": "test 1", "model": "test 2", "warm": "test 3", "warmmodel": "test 3c", "ls": "test 4",
+         "conc": "test 5"}
 add(f"6 peak RSS (VmHWM), MiB, in {where.get(r.get('rsswhere.nacre', '?').split('.')[0], '?')}", f(kb and kb / 1024, ".0f"), "256 limit",
     q, "<= 1.00", None if q is None else q <= 1.0,
     {t: (f"{float(r['rss.' + t]) / 1024:.0f}" if "rss." + t in r else "-") for t in others})
 for test, nbytes, label in (("seq", size, "cold read"), ("model", model_bytes, "model load")):
     cc, cn = cpu_per_gib(test, "curl", nbytes), cpu_per_gib(test, "nacre", nbytes)
-    add(f"6 CPU-s/GiB, {label}", f(cn, ".2f"), f"{f(cc, '.2f')} curl", ratio_of(cn, cc), "info", None,
-        {t: f(cpu_per_gib(test, t, nbytes), ".2f") for t in others})
+    add(f"6 CPU-s/GiB, {label}", f(cn, ".2f"), f"{f(cc, '.2f')} curl", ratio_of(cn, cc), "<= 1.00",
+        None if cn is None else cn <= 1.0, {t: f(cpu_per_gib(test, t, nbytes), ".2f") for t in others})
 
 heads = ["test", "Nacre", "reference", "ratio", "target", "result"] + others
 table = [heads] + [[a, b, c, d, e, g] + [x.get(t, "-") for t in others] for a, b, c, d, e, g, x in rows]
@@ -561,6 +614,9 @@ for k, label in (("seq.nacre.fetched", "1 cold read"), ("model.nacre.fetched", "
                         else f" (shards: {model_bytes}, all model files: {model_files})"))
 if "warm.nacre.fetched" in r:
     notes.append(f"bytes fetched from S3 by Nacre during test 3 (should be 0): {r['warm.nacre.fetched']}")
+if "warmmodel.nacre.fetched" in r:
+    notes.append(f"bytes fetched from S3 by Nacre during test 3c (must be 0, else 3c is MISSED): "
+                 f"{r['warmmodel.nacre.fetched']}")
 w4 = num("conc.nacre.wall")
 if w4:
     notes.append(f"4 readers: {w4:.2f} s for the file, {size / MiB / w4:.0f} MiB/s of distinct bytes")
@@ -568,7 +624,11 @@ pf, pr = num("probe.fresh.cpu"), num("probe.reused.cpu")
 if pf is not None and pr is not None:
     notes.append(f"this machine: filling 1 GiB of page cache costs {pf:.2f} CPU-s in memory dropped "
                  f"5 s before, {pr:.2f} CPU-s in memory just freed (a VM returning freed memory to "
-                 f"the host makes the first slow); a cold read through Nacre fills two bytes of page cache per byte read")
+                 f"the host makes the first slow)")
+if r.get("nacre.read.mode"):
+    notes.append(f"the nacre mount log says: {r['nacre.read.mode']}")
+else:
+    notes.append("the nacre mount log has no 'read mode:' line")
 if r.get("nacre.log.problems", "0") not in ("", "0"):
     notes.append(f"the nacre mount logs hold {r['nacre.log.problems']} warning/error line(s)")
 for k in sorted(r):

@@ -182,13 +182,23 @@ void on_readlink(fuse_req_t req, fuse_ino_t ino) {
 }
 
 // Answers an open the fs core granted passthrough, with the inode's backing id.
-// False (nothing sent, the handle still open) when the kernel will not take it.
+// False when the kernel will not take the file: nothing sent, the handle released.
+// Nothing is left open by an exception either: a passthrough handle nobody
+// releases would keep the file busy for writers for the mount's life.
 // (A reply frees `req`, failed or not: nothing reads it after.)
 bool reply_open_passthrough(fuse_req_t req, fuse_ino_t ino, const fs::OpenResult& r,
                             fs::FileSystem& fs, Passthrough& pt) {
-  auto id = pt.acquire(r.fh, ino, r.passthrough_fd);
+  Result<int32_t> id = fail(ErrorCode::kIo, "no backing id");
+  try {
+    id = pt.acquire(r.fh, ino, r.passthrough_fd);
+    if (!id) spdlog::info("open of inode {} in cached mode: {}", ino, id.error().describe());
+  } catch (...) {
+    pt.release(r.fh);
+    fs.release(r.fh);
+    throw;
+  }
   if (!id) {
-    spdlog::info("open of inode {} in cached mode: {}", ino, id.error().describe());
+    fs.release(r.fh);
     return false;
   }
   // libfuse 3.14's fuse_reply_open cannot carry a backing id: the 7.40 reply is built here.
@@ -206,34 +216,14 @@ void on_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     auto& pt = passthrough_of(req);
     auto r = fs.open(ino, fi->flags, pt.enabled());
     if (r && r->passthrough_fd >= 0) {
-      bool sent;
-      try {
-        sent = reply_open_passthrough(req, ino, *r, fs, pt);
-      } catch (...) {
-        // Nothing was sent (the reply is the last step): the handle must not stay
-        // open, or the file would stay busy for writers for the mount's life.
-        pt.release(r->fh);
-        fs.release(r->fh);
-        throw;
-      }
-      if (sent) return;
-      fs.release(r->fh);
+      if (reply_open_passthrough(req, ino, *r, fs, pt)) return;
       r = fs.open(ino, fi->flags, /*passthrough=*/false);
       // Other handles of the inode are passthrough (their opens raced this one):
       // this one must join them, through their backing id.
       if (!r && r.error().code == ErrorCode::kBusy && !(fi->flags & (O_WRONLY | O_RDWR))) {
         r = fs.open(ino, fi->flags, /*passthrough=*/true);
         if (r && r->passthrough_fd >= 0) {
-          bool joined = false;
-          try {
-            joined = reply_open_passthrough(req, ino, *r, fs, pt);
-          } catch (...) {
-            pt.release(r->fh);
-            fs.release(r->fh);
-            throw;
-          }
-          if (joined) return;
-          fs.release(r->fh);
+          if (reply_open_passthrough(req, ino, *r, fs, pt)) return;
           return reply_error(
               req, Error{ErrorCode::kIo, "the kernel refused this file's backing file", {}, {}, 0});
         }
