@@ -138,7 +138,9 @@ class CachedObject {
   [[nodiscard]] Status write_block(uint64_t i, std::string_view data);
   // The same for a block in an aligned buffer (exactly block_length(i) bytes), written
   // with O_DIRECT when possible (CacheOptions::direct_io) and then kept in memory as a
-  // recent block while CacheOptions::memory_bytes allows.
+  // recent block while CacheOptions::memory_bytes allows. A block written through the
+  // page cache instead (a last partial block; no O_DIRECT) is not kept: the page
+  // cache has it.
   [[nodiscard]] Status write_block(uint64_t i, std::shared_ptr<const BlockBuffer> block);
 
   // Block i's bytes from memory when it was written recently and is still kept (they
@@ -146,6 +148,8 @@ class CachedObject {
   std::shared_ptr<const BlockBuffer> recent_block(uint64_t i) const;
   // Lets go of block i's memory copy (a sequential reader has had it).
   void forget_recent(uint64_t i);
+  // Lets go of every memory copy (the blocks will be read from the file only).
+  void forget_all_recent();
   // An empty aligned buffer of block_size() bytes, from the cache's pool.
   std::shared_ptr<BlockBuffer> new_buffer() const;
 

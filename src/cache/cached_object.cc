@@ -64,6 +64,11 @@ void CachedObject::forget_recent(uint64_t i) {
   entry_->recent.erase(it);
 }
 
+void CachedObject::forget_all_recent() {
+  std::lock_guard lk(entry_->mu);
+  detail::drop_recent_locked(*entry_, cache_->recent_bytes_);
+}
+
 void CachedObject::keep_recent_locked(uint64_t i, std::shared_ptr<const BlockBuffer> block) {
   detail::Entry& e = *entry_;
   const uint64_t len = block->size();
@@ -194,7 +199,7 @@ bool CachedObject::verify_all() {
   // (Not POSIX_FADV_WILLNEED: it fills the page cache with 4 KiB pages, and a
   // passthrough reader of those is 2-3x slower than of the large folios that
   // read-ahead makes: measured 5.3 against 15 GB/s re-reading 1 GiB.)
-  (void)::posix_fadvise(data_ro_fd_, 0, 0, POSIX_FADV_SEQUENTIAL);
+  if (!unverified.empty()) (void)::posix_fadvise(data_ro_fd_, 0, 0, POSIX_FADV_SEQUENTIAL);
   for (uint64_t b : unverified) {
     if (!check_block(b)) return false;
   }
@@ -210,7 +215,7 @@ Status CachedObject::write_block(uint64_t i, std::shared_ptr<const BlockBuffer> 
   const bool direct =
       data_direct_fd_ >= 0 && !direct_failed_.load() && block->size() % BlockBuffer::kAlign == 0;
   Status st = write_block_impl(i, block->view(), direct);
-  if (st) {
+  if (st && direct && !direct_failed_.load()) {
     std::lock_guard lk(entry_->mu);
     if (!entry_->dropped && entry_->state[i] == BlockState::kVerified) {
       keep_recent_locked(i, std::move(block));

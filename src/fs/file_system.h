@@ -100,6 +100,10 @@ struct FsOptions {
   // reads the cache file, not the staged one. Small files, which are the ones edited
   // in place, stay in cached mode.
   uint64_t passthrough_min_size = 8ull << 20;
+  // How long a write open or truncate waits for a file's passthrough readers to be
+  // released before it fails with ETXTBSY: the kernel reports a close after close()
+  // returned, so a program that closes its reader and then writes would race it.
+  std::chrono::milliseconds passthrough_release_wait{500};
   // setuid/setgid bits from file-permissions metadata are shown only when the mount
   // asks for them (-o suid); otherwise masked, as nosuid mounts do.
   bool allow_suid = false;
@@ -212,6 +216,10 @@ class FileSystem {
   // refuses to mix the two modes on one inode); every read-only open of an inode
   // that has passthrough handles is one (kBusy without `passthrough`).
   [[nodiscard]] Result<OpenResult> open(Ino ino, int flags, bool passthrough = false);
+  // Waits (up to FsOptions::passthrough_release_wait) until `ino` has no passthrough
+  // handles; true when it has none. For an open the kernel would not take in
+  // passthrough mode: cached mode needs the others gone.
+  bool await_no_passthrough(Ino ino);
   [[nodiscard]] Result<ReadResult> read(uint64_t fh, uint64_t offset, size_t size);
   // Exports a handle's staged file when it is the last writer to go (a shared
   // mmap's pages may be written back after close); a failure is retried later.
@@ -319,9 +327,9 @@ class FileSystem {
   // when the kernel's rules allow it now; its file descriptor, or -1. Locked.
   int start_passthrough(Ino ino, Handle& h, const std::shared_ptr<cache::CachedObject>& object);
   std::unexpected<Error> busy_error(const Inode& n);
-  // Waits (up to half a second, mu_ held by `lock`) for `ino` to have no passthrough
-  // opens; true when it has none. The kernel sends RELEASE after close() returned, so
-  // a program that closes its reader and then writes would otherwise race it.
+  // Waits (up to passthrough_release_wait, mu_ held by `lock`) for `ino` to have no
+  // passthrough opens; true when it has none. The kernel sends RELEASE after close()
+  // returned, so a program that closes its reader and then writes would race it.
   bool wait_passthrough_closed(std::unique_lock<std::mutex>& lock, Ino ino);
 
   // Write path internals (write_path.cc).

@@ -174,7 +174,12 @@ int FileSystem::start_passthrough(Ino ino, Handle& h,
   // Staged meanwhile (its bytes are the staged file's now), or opened in cached mode
   // by someone else while this open verified: the kernel would refuse to mix them.
   if (!n || n->staged || n->staging > 0 || n->open_handles != n->passthrough_opens + 1) return -1;
-  if (n->passthrough_opens == 0) n->passthrough_object = object;
+  if (n->passthrough_opens == 0) {
+    n->passthrough_object = object;
+    // From here every handle of the inode is passthrough: none will read these blocks
+    // through the daemon, so their memory goes now.
+    object->forget_all_recent();
+  }
   n->passthrough_opens++;
   h.passthrough = n->passthrough_object;
   metrics_.passthrough_opens++;
@@ -182,10 +187,15 @@ int FileSystem::start_passthrough(Ino ino, Handle& h,
 }
 
 bool FileSystem::wait_passthrough_closed(std::unique_lock<std::mutex>& lock, Ino ino) {
-  return passthrough_closed_.wait_for(lock, std::chrono::milliseconds(500), [&] {
+  return passthrough_closed_.wait_for(lock, options_.passthrough_release_wait, [&] {
     Inode* n = find(ino);
     return !n || n->passthrough_opens == 0;
   });
+}
+
+bool FileSystem::await_no_passthrough(Ino ino) {
+  std::unique_lock lock(mu_);
+  return wait_passthrough_closed(lock, ino);
 }
 
 std::unexpected<Error> FileSystem::busy_error(const Inode& n) {

@@ -68,12 +68,16 @@ Result<std::shared_ptr<FileSystem::Staged>> FileSystem::stage(Ino ino, bool trun
     Inode* n = find(ino);
     if (!n) return fail(ErrorCode::kStale, "stale inode");
     // The kernel reads the cache file for passthrough handles: writes would not reach them.
-    if (!n->staged && n->passthrough_opens > 0) {
-      if (!wait_passthrough_closed(lock, ino)) return busy_error(*find(ino));
-      n = find(ino);
-      if (!n) return fail(ErrorCode::kStale, "stale inode");
+    // No passthrough open starts from here until this is over (also while waiting:
+    // a reader reopening the file meanwhile must not starve this writer; joins of
+    // existing passthrough handles still happen, so the wait is best effort).
+    n->staging++;
+    if (!n->staged && n->passthrough_opens > 0 && !wait_passthrough_closed(lock, ino)) {
+      Inode* busy = find(ino);
+      if (busy && busy->staging > 0) busy->staging--;
+      if (!busy) return fail(ErrorCode::kStale, "stale inode");
+      return busy_error(*busy);
     }
-    n->staging++;  // and no passthrough open starts until this is over
   }
   struct Unmark {
     FileSystem& fs;

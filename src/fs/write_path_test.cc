@@ -1135,6 +1135,7 @@ TEST_F(WritePathTest, WritesAndTruncatesPastFiveTiBAreFileTooBig) {
 FsOptions passthrough_options() {
   FsOptions o;
   o.passthrough_min_size = kMiB;
+  o.passthrough_release_wait = std::chrono::milliseconds(20);  // each refusal waits this
   return o;
 }
 
@@ -1208,7 +1209,9 @@ TEST_F(WritePathTest, WritesAreBusyWhilePassthroughHandlesAreOpenAndWorkAfterThe
 TEST_F(WritePathTest, AWriteOpenWaitsForAPassthroughReleaseInFlight) {
   std::string data = random_bytes(2 * kMiB, 43);
   put("p/f", data);
-  auto& fs = mount(passthrough_options());
+  FsOptions o = passthrough_options();
+  o.passthrough_release_wait = std::chrono::seconds(5);
+  auto& fs = mount(o);
   Ino ino = lookup_path(fs, "f");
   ASSERT_TRUE(read_all(fs, ino) == data);
   auto pt = fs.open(ino, O_RDONLY, /*passthrough=*/true);

@@ -181,6 +181,18 @@ void on_readlink(fuse_req_t req, fuse_ino_t ino) {
   });
 }
 
+// The opener was interrupted, so nobody will release handle `fh`: release it here.
+// `req` is gone (a reply frees it, failed or not), so nothing may reach guarded()'s
+// error reply: failures are only logged.
+void release_unanswered(fs::FileSystem& fs, Passthrough* pt, uint64_t fh) {
+  try {
+    if (pt) pt->release(fh);
+    fs.release(fh);
+  } catch (const std::exception& e) {
+    spdlog::error("release of an unanswered open: {}", e.what());
+  }
+}
+
 // Answers an open the fs core granted passthrough, with the inode's backing id.
 // False when the kernel will not take the file: nothing sent, the handle released.
 // Nothing is left open by an exception either: a passthrough handle nobody
@@ -201,11 +213,12 @@ bool reply_open_passthrough(fuse_req_t req, fuse_ino_t ino, const fs::OpenResult
     fs.release(r.fh);
     return false;
   }
-  // libfuse 3.14's fuse_reply_open cannot carry a backing id: the 7.40 reply is built here.
-  PassthroughOpenOut out{r.fh, kFopenPassthrough, *id};
+  // libfuse 3.14's fuse_reply_open cannot carry a backing id: the 7.40 reply is built
+  // here. No FLUSH at close for a read-only open: there is nothing to flush, and a
+  // close then never waits on the daemon.
+  PassthroughOpenOut out{r.fh, kFopenPassthrough | kFopenNoflush, *id};
   if (fuse_reply_buf(req, reinterpret_cast<const char*>(&out), sizeof out) != 0) {
-    pt.release(r.fh);  // the opener was interrupted: nobody will release it
-    fs.release(r.fh);
+    release_unanswered(fs, &pt, r.fh);
   }
   return true;
 }
@@ -214,27 +227,30 @@ void on_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   guarded(req, "open", [&] {
     auto& fs = fs_of(req);
     auto& pt = passthrough_of(req);
-    auto r = fs.open(ino, fi->flags, pt.enabled());
-    if (r && r->passthrough_fd >= 0) {
-      if (reply_open_passthrough(req, ino, *r, fs, pt)) return;
-      r = fs.open(ino, fi->flags, /*passthrough=*/false);
-      // Other handles of the inode are passthrough (their opens raced this one):
-      // this one must join them, through their backing id.
-      if (!r && r.error().code == ErrorCode::kBusy && !(fi->flags & (O_WRONLY | O_RDWR))) {
-        r = fs.open(ino, fi->flags, /*passthrough=*/true);
-        if (r && r->passthrough_fd >= 0) {
-          if (reply_open_passthrough(req, ino, *r, fs, pt)) return;
-          return reply_error(
-              req, Error{ErrorCode::kIo, "the kernel refused this file's backing file", {}, {}, 0});
-        }
+    const bool read_only = (fi->flags & O_ACCMODE) == O_RDONLY && !(fi->flags & O_TRUNC);
+    bool want = pt.enabled();
+    Result<fs::OpenResult> r = fail(ErrorCode::kIo, "not opened");
+    // The kernel allows one mode per inode at a time. A read-only open meeting the
+    // inode's passthrough handles (kBusy) joins them, through their backing id, even
+    // when passthrough was turned off meanwhile; one the kernel will not take in
+    // passthrough mode waits for those handles to go, then opens in cached mode.
+    for (int attempt = 0; attempt < 4; ++attempt) {
+      r = fs.open(ino, fi->flags, want);
+      if (!r && r.error().code == ErrorCode::kBusy && read_only && !want) {
+        want = true;
+        continue;
       }
+      if (!r || r->passthrough_fd < 0) break;
+      if (reply_open_passthrough(req, ino, *r, fs, pt)) return;
+      want = false;
+      fs.await_no_passthrough(ino);
+      r = fail(ErrorCode::kIo, "the kernel refused this file in passthrough mode");
     }
     if (!r) return reply_error(req, r.error());
     fi->fh = r->fh;
     fi->keep_cache = r->keep_cache;
-    if (fuse_reply_open(req, fi) != 0) {
-      fs.release(r->fh);  // the opener was interrupted: nobody will release it
-    }
+    fi->noflush = read_only;  // nothing to flush (see reply_open_passthrough)
+    if (fuse_reply_open(req, fi) != 0) release_unanswered(fs, nullptr, r->fh);
   });
 }
 
@@ -445,7 +461,7 @@ void on_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
     fi->keep_cache = r->second.keep_cache;
     if (fuse_reply_create(req, &e, fi) != 0) {
       fs.forget(e.ino, 1);
-      fs.release(fi->fh);
+      release_unanswered(fs, nullptr, fi->fh);
     }
   });
 }
@@ -660,8 +676,7 @@ Result<std::unique_ptr<FuseMount>> FuseMount::mount(fs::FileSystem& fs,
   m->passthrough_->set_after_init([mountpoint = options.mountpoint, kb = options.read_ahead_kb] {
     try {
       tune_read_ahead(mountpoint, kb);
-    } catch (const std::exception& e) {
-      spdlog::info("read-ahead not raised: {}", e.what());
+    } catch (...) {  // runs inside libfuse (C): nothing may leave
     }
   });
   const fuse_custom_io io{io_writev, io_read, io_splice, io_splice};

@@ -116,7 +116,9 @@ ssize_t Passthrough::write_reply(int fd, iovec* iov, int count) {
   }
   ssize_t n = ::writev(fd, iov, count);
   // The first reply after INIT was read is INIT's (libfuse answers nothing else first).
-  if (init_seen_.exchange(false) && after_init_) after_init_();
+  if (init_seen_.load(std::memory_order_relaxed) && init_seen_.exchange(false) && after_init_) {
+    after_init_();
+  }
   return n;
 }
 
@@ -132,8 +134,8 @@ std::string Passthrough::mode_description() const {
 Result<int32_t> Passthrough::acquire(uint64_t fh, uint64_t ino, int fd) {
   std::lock_guard lock(mu_);
   if (auto it = backing_.find(ino); it != backing_.end()) {
+    handles_[fh] = ino;  // first: it may throw, and nothing is counted yet
     it->second.refs++;
-    handles_[fh] = ino;
     return it->second.id;
   }
   if (!enabled_.load(std::memory_order_acquire)) {
@@ -153,8 +155,15 @@ Result<int32_t> Passthrough::acquire(uint64_t fh, uint64_t ino, int fd) {
     }
     return fail(ErrorCode::kIo, std::string("FUSE_DEV_IOC_BACKING_OPEN: ") + std::strerror(err));
   }
-  backing_[ino] = Backing{id, 1};
-  handles_[fh] = ino;
+  try {
+    handles_[fh] = ino;
+    backing_[ino] = Backing{id, 1};
+  } catch (...) {
+    handles_.erase(fh);
+    uint32_t closing = static_cast<uint32_t>(id);
+    (void)::ioctl(dev_fd_, kBackingClose, &closing);
+    throw;
+  }
   return id;
 }
 

@@ -63,6 +63,7 @@ struct PassthroughOpenOut {
   int32_t backing_id;
 };
 inline constexpr uint32_t kFopenPassthrough = 1u << 7;
+inline constexpr uint32_t kFopenNoflush = 1u << 5;
 
 class Passthrough {
  public:
