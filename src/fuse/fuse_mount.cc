@@ -1,9 +1,15 @@
-#define FUSE_USE_VERSION 35
+// API 3.12: below it, fuse_session_loop_mt() is the 3.2 entry point, which reads
+// the loop config as the old public struct, so --fuse-threads, the idle-thread
+// setting and clone_fd were silently replaced (10 threads, an fd cloned per worker,
+// and a worker exiting after nearly every request, which could leave none reading
+// /dev/fuse while the others waited on S3).
+#define FUSE_USE_VERSION 312
 #include "fuse/fuse_mount.h"
 
 #include <cxxabi.h>
 #include <fcntl.h>
 #include <fuse3/fuse_lowlevel.h>
+#include <poll.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
@@ -633,6 +639,17 @@ void tune_read_ahead(const std::string& mountpoint, unsigned kb) {
   if (!out) spdlog::info("could not set {} (kernel default read-ahead stays)", path);
 }
 
+// Whether the kernel has ended the connection behind `dev_fd` (unmount, or an
+// abort through /sys/fs/fuse/connections): /dev/fuse then polls POLLERR, which
+// poll() reports even when no event is asked for. A zero timeout, as libfuse's own
+// fuse_kern_unmount() checks it: a poller sleeping on the device would be woken
+// by every request the kernel queues.
+bool connection_ended(int dev_fd) {
+  if (dev_fd < 0) return false;
+  pollfd p{dev_fd, 0, 0};
+  return ::poll(&p, 1, 0) > 0 && (p.revents & (POLLERR | POLLHUP | POLLNVAL)) != 0;
+}
+
 }  // namespace
 
 Result<std::unique_ptr<FuseMount>> FuseMount::mount(fs::FileSystem& fs,
@@ -701,7 +718,12 @@ Status FuseMount::run(std::function<void()> on_exit) {
   // libfuse's loop returns only after joining its workers, and a worker may be
   // waiting for a GET (up to attempts x stall timeout). Unmount must take
   // seconds (a pod gets 30 s to terminate): this watcher sees the session end
-  // (unmount or signal) and lets the caller cancel what the workers wait for.
+  // and lets the caller cancel what the workers wait for. The session ends by
+  // a signal (libfuse's exited flag) or by the unmount, which aborts the
+  // connection: /dev/fuse then polls POLLERR. The poll matters because libfuse
+  // notices an unmount only when a worker reads the device, and when every
+  // worker waits on a GET none does (--fuse-threads below the kernel's 12
+  // background requests; before FUSE_USE_VERSION 312, workers that exited).
   // libfuse resets the exited flag before the loop returns, so when no worker
   // is busy the watcher may miss it: on_exit also runs once the loop is over
   // (background fetches may still be waiting then).
@@ -710,8 +732,9 @@ Status FuseMount::run(std::function<void()> on_exit) {
     if (on_exit) std::call_once(exit_once, on_exit);
   };
   std::jthread watcher([this, &exited](std::stop_token stop) {
+    const int dev_fd = fuse_session_fd(session_);
     while (!stop.stop_requested()) {
-      if (fuse_session_exited(session_)) {
+      if (fuse_session_exited(session_) || connection_ended(dev_fd)) {
         exited();
         return;
       }

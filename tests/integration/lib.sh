@@ -151,6 +151,13 @@ wait_for() {  # wait_for SECONDS COMMAND...: poll every 0.1 s
 
 gone() { ! alive "$1"; }
 
+thread_waits() {  # thread_waits PID: how many of PID's threads wait where (wchan)
+  local task
+  echo "pid $1 still runs; its threads wait in:"
+  for task in /proc/"$1"/task/*; do echo "$(cat "$task/comm" "$task/wchan" 2>/dev/null | tr '\n' ' ')"; done |
+    sort | uniq -c
+}
+
 # ---------------------------------------------------------------- mounts
 
 is_mounted() { awk -v m="$1" '$2 == m {f = 1} END {exit !f}' /proc/mounts; }
@@ -206,7 +213,11 @@ unmount() {
   local mnt=$1 pid=${mount_pid[$1]:-}
   [ -n "$pid" ] || { echo "no nacre process known for $mnt"; return 1; }
   timeout 20 fusermount3 -u "$mnt" 2>>"$work/unmount.err" || timeout 20 umount -l "$mnt" 2>>"$work/unmount.err"
-  wait_for 10 gone "$pid" || { echo "nacre $pid still running 10 s after unmount"; return 1; }
+  wait_for 10 gone "$pid" || {
+    echo "nacre $pid still running 10 s after unmount"
+    thread_waits "$pid"
+    return 1
+  }
   wait "$pid" 2>/dev/null
   ! is_mounted "$mnt" || { echo "$mnt is still mounted"; return 1; }
 }

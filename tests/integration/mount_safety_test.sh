@@ -355,6 +355,33 @@ start_stall_rgw() {
   echo "radosgw pid $pid at $stall_url"
 }
 stall_url="" stall_rgw=""
+in_flight() { [ "$(metric "$1" nacre_s3_bytes_in_flight)" -gt 0 ]; }
+gone_all() { local p; for p; do alive "$p" && return 1; done; return 0; }
+alive_all() { local p; for p; do alive "$p" || return 1; done; return 0; }
+# hydration_waits PORT LOG: within 10 s, bytes are in flight from S3; else what the
+# daemon's metrics and log say (it failed here twice under load, cause not found)
+hydration_waits() {
+  wait_for 10 in_flight "$1" && return 0
+  echo "no bytes in flight after 10 s; the daemon's S3 and cache metrics:"
+  timeout 10 curl -s "http://127.0.0.1:$1/metrics" | grep -E '^nacre_(s3_(req|bytes)|cache_(miss|hit|refused))' | head -7
+  echo "the end of its log:"
+  tail -5 "$2"
+  return 1
+}
+# await_exit PID: waits up to 30 s for PID to exit; if it still runs after 5 s,
+# saves where its threads wait (in $work/threads, shown by the check that fails)
+await_exit() {
+  rm -f "$work/threads"
+  wait_for 5 gone "$1" && return
+  thread_waits "$1" >"$work/threads"
+  wait_for 25 gone "$1"
+}
+# exited_in_time SECS: SECS <= 5; else where the daemon's threads waited after 5 s
+exited_in_time() {
+  awk -v s="$1" 'BEGIN {exit !(s <= 5)}' && return 0
+  cat "$work/threads" 2>/dev/null
+  return 1
+}
 check "$t: an RGW of its own starts" start_stall_rgw
 check "$t: upload 256 MiB to it" \
   timeout 300 "$nacre" cp --endpoint-url "$stall_url" "$src/big256" "$b/$prefix/stall/big256"
@@ -367,47 +394,73 @@ check "$t: upload 256 MiB to it" \
 #                     so only background GETs wait and no FUSE request is in flight
 #                     (libfuse's loop then returns at once: the regression the
 #                     review found was that the cancel was skipped in that case)
+#   many-readers:     six readers at different offsets keep up to 12 READs (the
+#                     kernel's max_background) waiting; with 16 workers (the default)
+#                     a listing must still be answered. It hung when libfuse was
+#                     handed the loop config in the wrong layout: 10 workers, which
+#                     exited after a request while others waited on S3.
+#   every-worker-busy: --fuse-threads 2 and three readers at different offsets, so
+#                     every FUSE worker waits on a GET and none reads /dev/fuse: the
+#                     daemon must still see the unmount (libfuse sees it only
+#                     when a worker reads the device)
 stall_round() {
-  local name=$1 how=$2 mnt="$work/$1" pid reader t0 secs fetched hydrate=off
+  local name=$1 how=$2 mnt="$work/$1" pid reader t0 secs fetched hydrate=off threads=16 r
+  local readers=()
   [ "$how" = idle-hydrating ] && hydrate=1M
+  [ "$how" = every-worker-busy ] && threads=2
   check "$t ($how): mount (daemonised)" mount_daemon "$name" "$b/$prefix/stall" "$work/cacheG-$name" \
-    --endpoint-url "$stall_url" --hydrate-min-size "$hydrate" --metadata-ttl forever --fetch-threads 4
+    --endpoint-url "$stall_url" --hydrate-min-size "$hydrate" --metadata-ttl forever --fetch-threads 4 \
+    --fuse-threads "$threads" --log-file "$work/$name.daemon.log" --log-level debug
   pid=${mount_pid[$mnt]:-}
   [ -n "$pid" ] || { record FAIL "$t ($how): no daemon to test"; return; }
   if [ "$how" = idle-hydrating ]; then
     stat "$mnt/big256" >/dev/null  # the HEAD happens now; the open needs none
     kill -STOP "$stall_rgw"
     stall_rgw_pid=$stall_rgw
-    timeout 20 dd if="$mnt/big256" of=/dev/null bs=1M count=0 status=none
-    sleep 2
+    timeout 20 dd if="$mnt/big256" of=/dev/null bs=1M count=0 status=none ||
+      echo "     the open of big256 failed or took over 20 s (rc $?)"
     check "$t ($how): background GETs wait on the stopped S3" \
-      bash -c "v=\$(curl -s http://127.0.0.1:${mount_port[$name]}/metrics | awk '\$1 == \"nacre_s3_bytes_in_flight\" {printf \"%.0f\", \$2}'); [ -n \"\$v\" ] && [ \"\$v\" -gt 0 ]"
+      hydration_waits "${mount_port[$name]}" "$work/$name.daemon.log"
     t0=$(now)
     check "$t ($how): fusermount3 -u succeeds" timeout 20 fusermount3 -u "$mnt"
-    wait_for 60 gone "$pid"
+    await_exit "$pid"
     secs=$(since "$t0")
     check "$t ($how): the nacre daemon exits within 5 s of the unmount (took $secs s)" \
-      awk -v s="$secs" 'BEGIN {exit !(s <= 5)}'
+      exited_in_time "$secs"
     kill -CONT "$stall_rgw"
     stall_rgw_pid=""
     alive "$pid" && { kill -9 "$pid"; echo "     killed the daemon $pid left running"; }
     return
   fi
   timeout 60 dd if="$mnt/big256" of=/dev/null bs=1M count=1 status=none
+  ls "$mnt" >/dev/null  # listed now: with the TTL forever, a listing needs no S3 after
   wait_for 20 bash -c "[ \"\$(curl -s http://127.0.0.1:${mount_port[$name]}/metrics | awk '\$1 == \"nacre_s3_bytes_in_flight\" {print \$2}')\" = 0 ]"
   kill -STOP "$stall_rgw"
   stall_rgw_pid=$stall_rgw
-  cat "$mnt/big256" >/dev/null 2>&1 &
-  reader=$!
-  bg_pids+=("$reader")
-  disown "$reader"   # no "Killed" job notice
+  if [ "$how" = every-worker-busy ] || [ "$how" = many-readers ]; then
+    local offsets="64 128 192"
+    [ "$how" = many-readers ] && offsets="40 72 104 136 168 200"
+    for r in $offsets; do
+      dd if="$mnt/big256" of=/dev/null bs=1M skip="$r" count=16 status=none 2>/dev/null &
+      readers+=("$!")
+    done
+  else
+    cat "$mnt/big256" >/dev/null 2>&1 &
+    readers+=("$!")
+  fi
+  reader=${readers[0]}
+  bg_pids+=("${readers[@]}")
+  disown "${readers[@]}"   # no "Killed" job notice
   sleep 3
   fetched=$(metric "${mount_port[$name]}" nacre_s3_bytes_fetched_total)
-  check "$t ($how): the reader is stalled on S3 ($fetched of $((256 * MiB)) bytes fetched)" \
-    bash -c "ps -p $reader >/dev/null && [ '$fetched' -lt $((256 * MiB)) ]"
-  if [ "$how" = kill-then-umount ]; then
-    kill -KILL "$reader"
-    check "$t ($how): the killed reader exits within 5 s" wait_for 5 gone "$reader"
+  check "$t ($how): the readers are stalled on S3 ($fetched of $((256 * MiB)) bytes fetched)" \
+    bash -c "$(declare -f alive alive_all in_flight metric); alive_all ${readers[*]} && in_flight ${mount_port[$name]}"
+  if [ "$how" = many-readers ]; then
+    check "$t ($how): ls answers within 5 s while the readers wait" timeout 5 ls "$mnt"
+  fi
+  if [ "$how" != lazy-then-kill ]; then
+    kill -KILL "${readers[@]}"
+    check "$t ($how): the killed readers exit within 5 s" wait_for 5 gone_all "${readers[@]}"
     t0=$(now)
     check "$t ($how): fusermount3 -u succeeds" timeout 20 fusermount3 -u "$mnt"
   else
@@ -416,10 +469,10 @@ stall_round() {
     kill -KILL "$reader"
     check "$t ($how): the killed reader exits within 5 s" wait_for 5 gone "$reader"
   fi
-  wait_for 30 gone "$pid"
+  await_exit "$pid"
   secs=$(since "$t0")
   check "$t ($how): the nacre daemon exits within 5 s of the unmount (took $secs s)" \
-    awk -v s="$secs" 'BEGIN {exit !(s <= 5)}'
+    exited_in_time "$secs"
   check "$t ($how): nothing left mounted" not_mounted "$mnt"
   kill -CONT "$stall_rgw"
   stall_rgw_pid=""
@@ -430,6 +483,8 @@ if [ -n "$stall_rgw" ]; then
   stall_round G1 kill-then-umount
   stall_round G2 lazy-then-kill
   stall_round G3 idle-hydrating
+  stall_round G4 every-worker-busy
+  stall_round G5 many-readers
   check "$t: the RGW answers again after SIGCONT" \
     bash -c "timeout 60 '$nacre' stat --endpoint-url '$stall_url' '$b/$prefix/stall/big256' >/dev/null"
 else
