@@ -398,7 +398,10 @@ class ModelReader {
 class ContainerProcess {
  public:
   ~ContainerProcess() { stop(); }
-  bool start(const std::string& target, const std::string& dir, const std::string& file) {
+  // `own`: the test's work dir; copies of other tests' FUSE mounts are let go
+  // (tests/integration/own_mount_ns.sh says why).
+  bool start(const std::string& target, const std::string& dir, const std::string& file,
+             const std::string& own) {
     dir_ = dir;
     stdfs::create_directories(dir + "/models");
     const std::string script =
@@ -406,8 +409,9 @@ class ContainerProcess {
         "/models' && touch '" + dir + "/ready' && while [ ! -e '" + dir +
         "/stop' ]; do sha256sum '" + dir + "/models/" + file + "' > '" + dir +
         "/out.tmp' 2>&1; mv -f '" + dir + "/out.tmp' '" + dir + "/out'; sleep 0.1; done";
-    std::vector<std::string> argv = {"unshare", "--mount", "--propagation", "slave",
-                                     "sh",      "-c",      script};
+    std::vector<std::string> argv = {
+        "unshare", "--mount", "--propagation", "slave", NACRE_OWN_MOUNT_NS, own,
+        "sh",      "-c",      script};
     std::vector<char*> c;
     for (auto& a : argv) c.push_back(a.data());
     c.push_back(nullptr);
@@ -439,13 +443,25 @@ class ContainerProcess {
 class MounterProcess {
  public:
   ~MounterProcess() { signal_and_wait(SIGKILL); }
-  bool start(const std::string& binary, const std::string& socket, const std::string& log) {
+  bool start(const std::string& binary, const std::string& socket, const std::string& log,
+             const std::string& own) {
     // In a mount namespace of its own, as a container: its mounts reach the
     // test's (the plugin's) namespace only by propagation, as on a node, so
     // an unmount that stays in the plugin's namespace is caught.
-    std::vector<std::string> argv = {
-        "/usr/bin/unshare", "--mount", "--propagation",    "unchanged", "--", binary, "csi",
-        "--mode",           "mounter", "--mounter-socket", socket};
+    // own_mount_ns.sh lets go of the copies of other tests' FUSE mounts.
+    std::vector<std::string> argv = {"/usr/bin/unshare",
+                                     "--mount",
+                                     "--propagation",
+                                     "unchanged",
+                                     "--",
+                                     NACRE_OWN_MOUNT_NS,
+                                     own,
+                                     binary,
+                                     "csi",
+                                     "--mode",
+                                     "mounter",
+                                     "--mounter-socket",
+                                     socket};
     std::vector<char*> c;
     for (auto& a : argv) c.push_back(a.data());
     c.push_back(nullptr);
@@ -910,7 +926,7 @@ TEST_F(CsiE2eTest, TwoNodesKubeletFlow) {
     const std::string mounter_socket = node_a_.root + "/mounter/mounter.sock";
     stdfs::create_directories(node_a_.root + "/mounter");
     mounter_log_a_ = node_a_.root + "/mounter.log";
-    ASSERT_TRUE(mounter_a_.start(g_nacre_binary, mounter_socket, mounter_log_a_))
+    ASSERT_TRUE(mounter_a_.start(g_nacre_binary, mounter_socket, mounter_log_a_, tmp_))
         << "the mounter did not start: " << file_text(mounter_log_a_);
     node_a_.args.insert(node_a_.args.end(), {"--mounter-socket", mounter_socket});
     ASSERT_TRUE(start_plugin(controller_)) << "the controller did not get ready";
@@ -1030,7 +1046,7 @@ TEST_F(CsiE2eTest, TwoNodesKubeletFlow) {
     ASSERT_TRUE(m);
     EXPECT_TRUE(m->read_only) << "MULTI_NODE_READER_ONLY must publish read-only";
     // The pod's container, with mountPropagation HostToContainer.
-    ASSERT_TRUE(container_.start(pod1, tmp_ + "/containers/pod-llm-1", "config.json"))
+    ASSERT_TRUE(container_.start(pod1, tmp_ + "/containers/pod-llm-1", "config.json", tmp_))
         << "the container process did not start";
     int fd = ::open((pod1 + "/written-by-pod").c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
     const int create_errno = errno;

@@ -391,8 +391,8 @@ mount_nobody() {
     "${cmd[@]}" >>"$work/$name.log" 2>&1 &
   else   # unshare and sh exec (no fork): the pid is nacre's
     # shellcheck disable=SC2016  # expanded by that sh
-    unshare -m --propagation private -- sh -c 'mount --bind "$0" /dev/fuse && exec "$@"' "$dev" "${cmd[@]}" \
-      >>"$work/$name.log" 2>&1 &
+    unshare -m --propagation private -- "$(dirname "$(realpath "$0")")/own_mount_ns.sh" "$work" \
+      sh -c 'mount --bind "$0" /dev/fuse && exec "$@"' "$dev" "${cmd[@]}" >>"$work/$name.log" 2>&1 &
   fi
   pid=$!
   fg_pids+=("$pid")
