@@ -1,7 +1,8 @@
 #!/bin/sh
 # own_mount_ns.sh OWN_DIR COMMAND [ARG...]: runs COMMAND (exec: same pid) in the
 # mount namespace `unshare --mount` just made for it, after lazily detaching the
-# copies unshare made of FUSE mounts outside OWN_DIR.
+# copies unshare made of nacre mounts (fuse.nacre) outside OWN_DIR. Only nacre's:
+# / or the source tree may be FUSE themselves elsewhere (fuse-overlayfs, sshfs).
 #
 # Why: where / is private (here; systemd makes it shared on a node), a new mount
 # namespace holds private copies of every mount there was. A copy of another
@@ -13,6 +14,6 @@
 [ $# -ge 2 ] || { echo "usage: own_mount_ns.sh OWN_DIR COMMAND [ARG...]" >&2; exit 2; }
 own=${1%/}/
 shift
-awk -v own="$own" '/ - fuse(\.[^ ]*)? / && !/ shared:[0-9]/ && index($5 "/", own) != 1 { print $5 }' \
+awk -v own="$own" '/ - fuse\.nacre / && !/ shared:[0-9]/ && index($5 "/", own) != 1 { print $5 }' \
   /proc/self/mountinfo | while read -r m; do umount -l "$m" 2>/dev/null; done
 exec "$@"
