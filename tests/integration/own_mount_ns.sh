@@ -8,8 +8,8 @@
 # namespace holds private copies of every mount there was. A copy of another
 # test's nacre mount outlives that test's unmount and keeps its superblock, so
 # that nacre daemon never sees the unmount and runs on until this namespace ends
-# (mount_safety, passthrough and write tests failed "still running 10 s after
-# unmount" next to csi_e2e_test). Copies in a shared peer group are left alone:
+# (passthrough_test and write_test failed "still running 10 s after unmount" next
+# to csi_e2e_test). Copies in a shared peer group are left alone:
 # an unmount there would propagate back to the original.
 [ $# -ge 2 ] || { echo "usage: own_mount_ns.sh OWN_DIR COMMAND [ARG...]" >&2; exit 2; }
 own=${1%/}/
