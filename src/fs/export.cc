@@ -6,6 +6,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+
 #include "fs/inode.h"
 #include "fs/staged.h"
 #include "s3/transfer.h"
@@ -34,14 +36,70 @@ Status no_throw(const char* what, F&& f) {
   }
 }
 
+// S3 refuses a request signed more than 15 minutes off its own clock
+// (RequestTimeTooSkewed), so an upload's Initiated time, on the server's clock,
+// is within that of our clock when the create was sent; the create's retries
+// end well within 15 minutes more.
+constexpr auto kClockSkew = std::chrono::minutes(15);
+constexpr auto kCreateTime = std::chrono::minutes(15);
+
+int64_t wall_now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------
 // Staged files and the exporter's threads
 
+Status FileSystem::Staged::note_upload_intent(const std::string& key) {
+  const int64_t now = wall_now_ns();
+  auto& windows = manifest.upload_windows;
+  auto w = std::ranges::find(windows, key, &staging::UploadWindow::key);
+  if (w == windows.end()) {
+    windows.push_back({key, now, now});
+  } else {
+    w->to_ns = std::max(w->to_ns, now);
+  }
+  if (unlinked) return {};  // its manifest goes with it; an upload is aborted at once
+  return store.save(manifest);
+}
+
+Status FileSystem::abort_unrecorded_uploads(std::vector<staging::UploadWindow>& windows) {
+  using std::chrono::nanoseconds;
+  using std::chrono::system_clock;
+  while (!windows.empty()) {
+    const staging::UploadWindow& w = windows.back();
+    metrics_.count_request("ListMultipartUploads");
+    auto uploads = s3::uploads_of_key(client_, options_.bucket, w.key);
+    if (!uploads) return std::unexpected(uploads.error());
+    const auto from = system_clock::time_point(nanoseconds(w.from_ns)) - kClockSkew;
+    const auto to = system_clock::time_point(nanoseconds(w.to_ns)) + kClockSkew + kCreateTime;
+    for (const auto& u : *uploads) {
+      // Uploads of the key from other times are someone else's: left alone.
+      if (u.initiated < from || u.initiated > to) continue;
+      metrics_.count_request("AbortMultipartUpload");
+      Status st = client_.abort_multipart_upload(options_.bucket, w.key, u.upload_id);
+      if (!st && st.error().code != ErrorCode::kNoSuchUpload) return st;
+      spdlog::info("staging: aborted multipart upload {} of s3://{}/{}, left unrecorded",
+                   u.upload_id, options_.bucket, w.key);
+    }
+    windows.pop_back();
+  }
+  return {};
+}
+
 FileSystem::Staged::~Staged() {
   ::close(fd);
   if (unlinked || !dirty()) {
+    if (unresolved_upload) {
+      spdlog::warn(
+          "staging: an upload of s3://{}/{} may be left in S3 (its uploads could not be "
+          "listed); a bucket lifecycle rule AbortIncompleteMultipartUpload removes it",
+          manifest.bucket, manifest.key);
+    }
     if (Status st = store.remove(manifest.id); !st) {
       spdlog::warn("staging: cannot remove {}: {}", manifest.id, st.error().describe());
     }
@@ -214,7 +272,22 @@ Status FileSystem::start_write_path() {
                      upload_key, st.error().describe());
       }
     }
-    if (!m.modified && !m.write_failed && !m.base_etag.empty()) {
+    bool unresolved = false;
+    if (!m.upload_windows.empty()) {
+      // Uploads the crashed process created but did not live to record.
+      auto windows = m.upload_windows;
+      Status st = abort_unrecorded_uploads(windows);
+      if (!st) {
+        unresolved = true;
+        spdlog::warn("staging: cannot look for the uploads of s3://{}/{} a crash left: {}",
+                     m.bucket, m.key, st.error().describe());
+      }
+      if (windows != m.upload_windows) {
+        m.upload_windows = std::move(windows);
+        if (Status saved = options_.staging->save(m); !saved) return saved;
+      }
+    }
+    if (!m.modified && !m.write_failed && !m.base_etag.empty() && !unresolved) {
       // A copy of its object that nobody changed: S3 has it already.
       if (Status st = options_.staging->remove(m.id); !st) {
         spdlog::warn("staging: {}", st.error().describe());
@@ -240,6 +313,7 @@ Status FileSystem::start_write_path() {
     ::fstat(*fd, &st);
     auto s = std::make_shared<Staged>(*options_.staging, m, *fd, 0);
     s->size = static_cast<uint64_t>(st.st_size);
+    s->unresolved_upload = unresolved;
     s->posix = decode_posix_metadata(m.metadata);
     s->streamable = false;  // its bytes are there already: one upload
     {
@@ -287,6 +361,10 @@ void FileSystem::stream_parts(const std::shared_ptr<Staged>& s) {
     exporter_->submit([this, s, key, meta, content_type] {
       Result<std::string> id = fail(ErrorCode::kIo, "no upload");
       Status asked = no_throw("create upload", [&]() -> Status {
+        {
+          std::lock_guard l(s->mu);
+          if (Status noted = s->note_upload_intent(key); !noted) return noted;
+        }
         metrics_.count_request("CreateMultipartUpload");
         id = client_.create_multipart_upload(options_.bucket, key, meta, content_type);
         return {};
@@ -298,6 +376,8 @@ void FileSystem::stream_parts(const std::shared_ptr<Staged>& s) {
         s->creating_upload = false;
         if (!id) {
           s->stream_error = id.error();
+          // The create may have reached S3 and only its answer been lost.
+          if (!s->manifest.upload_windows.empty()) s->unresolved_upload = true;
         } else if (s->unlinked || s->manifest.key != key) {
           // Unlinked or renamed meanwhile: nobody will complete this upload.
           orphan = true;
@@ -312,7 +392,13 @@ void FileSystem::stream_parts(const std::shared_ptr<Staged>& s) {
         }
         s->parts_done.notify_all();
       }
-      if (orphan) (void)client_.abort_multipart_upload(options_.bucket, key, *id);
+      if (orphan) {
+        if (Status st = client_.abort_multipart_upload(options_.bucket, key, *id);
+            !st && st.error().code != ErrorCode::kNoSuchUpload) {
+          std::lock_guard l(s->mu);
+          s->unresolved_upload = true;
+        }
+      }
       stream_parts(s);
     });
     return;
@@ -443,6 +529,10 @@ Status FileSystem::export_staged(const std::shared_ptr<Staged>& s) {
       s->posix.atime_ns = published.atime_ns;
     }
     ul.unlock();
+    if (etag && stale_metadata && size > s3::kMaxSingleCopy) {
+      std::lock_guard l(s->mu);  // a multipart copy
+      if (Status noted = s->note_upload_intent(key); !noted) etag = std::unexpected(noted.error());
+    }
     if (etag && stale_metadata) {
       s3::CopyObjectRequest fix;
       fix.source_bucket = fix.bucket = options_.bucket;
@@ -456,14 +546,27 @@ Status FileSystem::export_staged(const std::shared_ptr<Staged>& s) {
   } else {
     if (!upload_id.empty()) {
       metrics_.count_request("AbortMultipartUpload");
-      (void)client_.abort_multipart_upload(options_.bucket, upload_key, upload_id);
+      if (Status st = client_.abort_multipart_upload(options_.bucket, upload_key, upload_id);
+          !st && st.error().code != ErrorCode::kNoSuchUpload) {
+        std::lock_guard l(s->mu);
+        s->unresolved_upload = true;
+      }
     }
-    s3::PutObjectRequest target{options_.bucket, key, s3::Body::empty(), meta, content_type};
-    metrics_.count_request(size <= base ? "PutObject" : "MultipartUpload");
-    s3::TransferOptions transfer;
-    transfer.part_size = base;
-    transfer.concurrency = options_.upload_concurrency;
-    etag = s3::upload_from_fd(client_, s->fd, size, target, transfer);
+    Status noted;
+    if (size > base) {
+      std::lock_guard l(s->mu);  // upload_from_fd creates a multipart upload
+      noted = s->note_upload_intent(key);
+    }
+    if (!noted) {
+      etag = std::unexpected(noted.error());
+    } else {
+      s3::PutObjectRequest target{options_.bucket, key, s3::Body::empty(), meta, content_type};
+      metrics_.count_request(size <= base ? "PutObject" : "MultipartUpload");
+      s3::TransferOptions transfer;
+      transfer.part_size = base;
+      transfer.concurrency = options_.upload_concurrency;
+      etag = s3::upload_from_fd(client_, s->fd, size, target, transfer);
+    }
   }
 
   sl.lock();
@@ -480,6 +583,8 @@ Status FileSystem::export_staged(const std::shared_ptr<Staged>& s) {
     s->stream_error.reset();
   }
   if (!etag) {
+    // An upload it created may be left (its abort is not known to have worked).
+    if (!s->manifest.upload_windows.empty()) s->unresolved_upload = true;
     s->last_error = etag.error().describe();
     if (Status saved = s->store.save(s->manifest); !saved) {
       spdlog::error("staging: {}", saved.error().describe());
@@ -510,10 +615,30 @@ Status FileSystem::export_staged(const std::shared_ptr<Staged>& s) {
   metrics_.exported_files++;
   s->last_error.clear();
   const PosixMetadata posix = s->posix;
+  // Every upload since the windows opened was completed or aborted, unless
+  // something says otherwise: then S3 is asked (below, unlocked).
+  if (!s->unresolved_upload) s->manifest.upload_windows.clear();
+  auto windows = s->manifest.upload_windows;
   if (Status saved = s->store.save(s->manifest); !saved) {
     spdlog::warn("staging: {}", saved.error().describe());
   }
   sl.unlock();
+  if (!windows.empty()) {
+    // Still under `io`: no upload of this file starts meanwhile.
+    if (Status st = abort_unrecorded_uploads(windows); !st) {
+      spdlog::warn(
+          "staging: uploads of s3://{}/{} may be left, looked for again at the next "
+          "start: {}",
+          options_.bucket, key, st.error().describe());
+    }
+    sl.lock();
+    s->manifest.upload_windows = std::move(windows);
+    s->unresolved_upload = !s->manifest.upload_windows.empty();
+    if (Status saved = s->store.save(s->manifest); !saved) {
+      spdlog::warn("staging: {}", saved.error().describe());
+    }
+    sl.unlock();
+  }
   // Still under `io`: a later export cannot publish its ETag before this one.
   std::lock_guard lock(mu_);
   if (s->ino != 0) {

@@ -53,7 +53,8 @@
 
 namespace nacre::staging {
 class StagingStore;
-}
+struct UploadWindow;
+}  // namespace nacre::staging
 
 namespace nacre::fs {
 
@@ -361,6 +362,10 @@ class FileSystem {
   Status guard_export(const std::shared_ptr<Staged>& s);
   // Streams full parts of a sequentially written file while it is written.
   void stream_parts(const std::shared_ptr<Staged>& s);
+  // Aborts the uploads S3 holds for the keys of `windows` that were initiated
+  // within one (the creates a crash or a failed abort may have left), and
+  // clears the windows it has resolved. No lock held.
+  Status abort_unrecorded_uploads(std::vector<staging::UploadWindow>& windows);
   // Lets go of an inode's staged file once nothing needs it (exported, no
   // handle open). Locked.
   void drop_staged_if_done(Inode& n);

@@ -173,6 +173,41 @@ class WritePathTest : public ::testing::Test {
     return out;
   }
   static std::string bytes_of(const ReadResult& r) { return read_result_bytes(r); }
+  // The ids of the multipart uploads in progress for exactly `key`.
+  std::set<std::string> uploads_of(const std::string& key) {
+    std::set<std::string> out;
+    auto page = store_.list_multipart_uploads("b", key, "", "");
+    EXPECT_TRUE(page);
+    if (page) {
+      for (auto& u : page->uploads) {
+        if (u.key == key) out.insert(u.upload_id);
+      }
+    }
+    return out;
+  }
+  // A staged file written by hand, as a crashed process leaves it.
+  staging::Manifest stage_by_hand(const std::string& key, const std::string& data, bool complete) {
+    staging::Manifest m;
+    m.bucket = std::string("b");
+    m.key = key;
+    m.complete = complete;
+    m.metadata = {{"file-permissions", "0100600"}, {"file-owner", "77"}};
+    auto fd = staging_->create(m);
+    EXPECT_TRUE(fd) << fd.error().describe();
+    if (!fd) return m;
+    EXPECT_EQ(pwrite(*fd, data.data(), data.size(), 0), static_cast<ssize_t>(data.size()));
+    ::close(*fd);
+    return m;
+  }
+  std::optional<staging::Manifest> manifest(const std::string& id) {
+    auto listed = staging_->list();
+    EXPECT_TRUE(listed);
+    if (!listed) return std::nullopt;
+    for (auto& m : *listed) {
+      if (m.id == id) return m;
+    }
+    return std::nullopt;
+  }
   Ino lookup_path(FileSystem& fs, const std::string& path) {
     Ino ino = kRootIno;
     size_t pos = 0;
@@ -643,17 +678,9 @@ TEST_F(WritePathTest, WithoutStartWritePathAFailedFlushIsNotRetriedButTheNextFlu
 // Crash recovery
 
 TEST_F(WritePathTest, StagedFilesLeftByACrashAreRecoveredAbortedAndExportedOnlyWhenComplete) {
-  auto stage_by_hand = [&](const std::string& key, const std::string& data, bool complete,
-                           bool with_upload) -> staging::Manifest {
-    staging::Manifest m;
-    m.bucket = std::string("b");
-    m.key = key;
-    m.complete = complete;
-    m.metadata = {{"file-permissions", "0100600"}, {"file-owner", "77"}};
-    auto fd = staging_->create(m);
-    EXPECT_TRUE(fd) << fd.error().describe();
-    EXPECT_EQ(pwrite(*fd, data.data(), data.size(), 0), static_cast<ssize_t>(data.size()));
-    ::close(*fd);
+  auto stage_with = [&](const std::string& key, const std::string& data, bool complete,
+                        bool with_upload) -> staging::Manifest {
+    staging::Manifest m = stage_by_hand(key, data, complete);
     if (with_upload) {
       auto id = store_.create_multipart_upload("b", key, {}, "");
       EXPECT_TRUE(id);
@@ -664,9 +691,9 @@ TEST_F(WritePathTest, StagedFilesLeftByACrashAreRecoveredAbortedAndExportedOnlyW
     return m;
   };
   const std::string done_data = random_bytes(300000, 8);
-  auto done = stage_by_hand("p/dir/recovered", done_data, /*complete=*/true, /*with_upload=*/true);
-  auto writing = stage_by_hand("p/incomplete", "half written", /*complete=*/false, true);
-  auto other = stage_by_hand("q/other-prefix", "not ours", /*complete=*/true, false);
+  auto done = stage_with("p/dir/recovered", done_data, /*complete=*/true, /*with_upload=*/true);
+  auto writing = stage_with("p/incomplete", "half written", /*complete=*/false, true);
+  auto other = stage_with("q/other-prefix", "not ours", /*complete=*/true, false);
   const int aborts_before = store_.request_count("AbortMultipartUpload");
 
   auto& fs = mount(multipart_options());
@@ -710,6 +737,90 @@ TEST_F(WritePathTest, StagedFilesLeftByACrashAreRecoveredAbortedAndExportedOnlyW
   Ino ino = lookup_path(fs, "dir/recovered");
   ASSERT_NE(ino, 0u);
   EXPECT_EQ(fs.getattr(ino)->mode, static_cast<mode_t>(S_IFREG | 0600));
+}
+
+int64_t wall_ns(std::chrono::system_clock::time_point t = std::chrono::system_clock::now()) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+}
+
+// What a process killed between CreateMultipartUpload's answer and saving the
+// upload's id leaves: the manifest's window, and an upload S3 knows of.
+TEST_F(WritePathTest, UploadACrashLeftUnrecordedIsAbortedByTheNextStartAndOthersAreLeftAlone) {
+  const std::string data = random_bytes(3 * kPart, 9);
+  auto big = stage_by_hand("p/big", data, /*complete=*/true);
+  const int64_t sent = wall_ns();
+  auto lost = store_.create_multipart_upload("b", "p/big", {}, "");
+  ASSERT_TRUE(lost);
+  big.upload_windows = {{"p/big", sent - 1'000'000'000, sent}};
+  ASSERT_TRUE(staging_->save(big));
+  // Not this file's: another key's upload, and one of a kept file's key whose
+  // window was two hours ago (someone else's upload of that key, now).
+  auto other_key = store_.create_multipart_upload("b", "p/big2", {}, "");
+  ASSERT_TRUE(other_key);
+  auto kept = stage_by_hand("p/kept", "half written", /*complete=*/false);
+  const int64_t two_hours_ago = wall_ns(std::chrono::system_clock::now() - 2h);
+  kept.upload_windows = {{"p/kept", two_hours_ago, two_hours_ago}};
+  ASSERT_TRUE(staging_->save(kept));
+  auto someone_elses = store_.create_multipart_upload("b", "p/kept", {}, "");
+  ASSERT_TRUE(someone_elses);
+
+  auto& fs = mount(multipart_options());
+  EXPECT_TRUE(eventually([&] { return object("p/big") == data; }))
+      << "the recovered file was not exported";
+  EXPECT_TRUE(eventually([&] { return uploads_of("p/big").empty(); }))
+      << "upload " << *lost << " the crash left is still in S3";
+  EXPECT_EQ(uploads_of("p/big2"), std::set<std::string>{*other_key});
+  EXPECT_EQ(uploads_of("p/kept"), std::set<std::string>{*someone_elses})
+      << "an upload initiated outside the window is not this file's";
+  auto after = manifest(kept.id);
+  ASSERT_TRUE(after) << "the incomplete file is kept";
+  EXPECT_TRUE(after->upload_windows.empty()) << "its window was looked at: nothing is left open";
+  EXPECT_TRUE(eventually([&] { return fs.pending_exports() == 0; }));
+}
+
+TEST_F(WritePathTest, UploadWindowsStayInTheManifestWhileS3CannotListUploads) {
+  auto kept = stage_by_hand("p/kept", "half written", /*complete=*/false);
+  const int64_t sent = wall_ns();
+  auto lost = store_.create_multipart_upload("b", "p/kept", {}, "");
+  ASSERT_TRUE(lost);
+  kept.upload_windows = {{"p/kept", sent, sent}};
+  ASSERT_TRUE(staging_->save(kept));
+
+  client_.fail_all(access_denied(), "ListMultipartUploads");
+  mount(multipart_options());
+  auto after = manifest(kept.id);
+  ASSERT_TRUE(after);
+  EXPECT_EQ(after->upload_windows, kept.upload_windows) << "nothing was resolved: the window stays";
+  EXPECT_EQ(uploads_of("p/kept"), std::set<std::string>{*lost});
+
+  client_.clear();
+  mount(multipart_options());  // the next start
+  EXPECT_TRUE(uploads_of("p/kept").empty()) << "the next start aborts it";
+  after = manifest(kept.id);
+  ASSERT_TRUE(after);
+  EXPECT_TRUE(after->upload_windows.empty());
+}
+
+TEST_F(WritePathTest, AnUploadWhoseCreateAnswerWasLostIsAbortedOnceTheFileIsExported) {
+  auto& fs = mount(multipart_options());
+  // A file whose uploads all went well asks S3 for nothing more.
+  const std::string plain = random_bytes(3 * kPart, 10);
+  uint64_t fh = create_and_write(fs, "plain", plain);
+  ASSERT_TRUE(fs.flush(fh));
+  fs.release(fh);
+  EXPECT_EQ(object("p/plain"), plain);
+  EXPECT_EQ(store_.request_count("ListMultipartUploads"), 0);
+
+  client_.lose_next_create_answer();  // the streamed upload's create
+  const std::string data = random_bytes(3 * kPart, 11);
+  fh = create_and_write(fs, "f", data);
+  Status st = fs.flush(fh);
+  ASSERT_TRUE(st) << st.error().describe();
+  fs.release(fh);
+  EXPECT_EQ(object("p/f"), data);
+  EXPECT_TRUE(uploads_of("p/f").empty()) << "the upload whose answer was lost is left in S3";
+  EXPECT_GE(store_.request_count("ListMultipartUploads"), 1);
+  EXPECT_TRUE(staging_empties());
 }
 
 TEST_F(WritePathTest, StagedFileMarkedWriteFailedIsKeptAndNeverExported) {

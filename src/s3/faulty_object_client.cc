@@ -1,5 +1,7 @@
 #include "s3/faulty_object_client.h"
 
+#include <utility>
+
 namespace nacre::s3 {
 
 void FaultyObjectClient::fail_nth(int nth, Error error, std::string op) {
@@ -20,8 +22,14 @@ void FaultyObjectClient::truncate_next_get(uint64_t bytes) {
   truncate_ = bytes;
 }
 
+void FaultyObjectClient::lose_next_create_answer() {
+  std::lock_guard lock(mu_);
+  lose_create_ = true;
+}
+
 void FaultyObjectClient::clear() {
   std::lock_guard lock(mu_);
+  lose_create_ = false;
   countdown_ = 0;
   nth_error_.reset();
   all_error_.reset();
@@ -125,7 +133,13 @@ Result<std::string> FaultyObjectClient::create_multipart_upload(const std::strin
                                                                 const UserMetadata& metadata,
                                                                 const std::string& content_type) {
   NACRE_INJECT("CreateMultipartUpload");
-  return inner_.create_multipart_upload(bucket, key, metadata, content_type);
+  auto id = inner_.create_multipart_upload(bucket, key, metadata, content_type);
+  std::lock_guard lock(mu_);
+  if (id && std::exchange(lose_create_, false)) {
+    return std::unexpected(Error{
+        ErrorCode::kNetwork, "injected: the CreateMultipartUpload answer was lost", {}, {}, 0});
+  }
+  return id;
 }
 
 Result<std::string> FaultyObjectClient::upload_part(const std::string& bucket,
@@ -155,6 +169,13 @@ Status FaultyObjectClient::abort_multipart_upload(const std::string& bucket, con
                                                   const std::string& upload_id) {
   NACRE_INJECT("AbortMultipartUpload");
   return inner_.abort_multipart_upload(bucket, key, upload_id);
+}
+
+Result<UploadsPage> FaultyObjectClient::list_multipart_uploads(
+    const std::string& bucket, const std::string& prefix, const std::string& key_marker,
+    const std::string& upload_id_marker) {
+  NACRE_INJECT("ListMultipartUploads");
+  return inner_.list_multipart_uploads(bucket, prefix, key_marker, upload_id_marker);
 }
 
 #undef NACRE_INJECT

@@ -28,6 +28,9 @@ class FaultyObjectClient : public ObjectClient {
   // GET bodies stop after `bytes` and the GET fails with a network error
   // (a truncated body), once.
   void truncate_next_get(uint64_t bytes);
+  // The next CreateMultipartUpload reaches the inner client, whose upload is
+  // made, and then fails with a network error: the answer was lost.
+  void lose_next_create_answer();
   void delay_each(std::chrono::milliseconds delay) { delay_ms_ = delay.count(); }
   void clear();
 
@@ -53,6 +56,9 @@ class FaultyObjectClient : public ObjectClient {
                                                 const std::vector<CompletedPart>& parts) override;
   Status abort_multipart_upload(const std::string& bucket, const std::string& key,
                                 const std::string& upload_id) override;
+  Result<UploadsPage> list_multipart_uploads(const std::string& bucket, const std::string& prefix,
+                                             const std::string& key_marker,
+                                             const std::string& upload_id_marker) override;
   void cancel_all() override;
 
  private:
@@ -67,6 +73,7 @@ class FaultyObjectClient : public ObjectClient {
   std::optional<Error> all_error_;    // GUARDED_BY(mu_)
   std::string all_op_;                // GUARDED_BY(mu_)
   std::optional<uint64_t> truncate_;  // GUARDED_BY(mu_)
+  bool lose_create_ = false;          // GUARDED_BY(mu_)
   std::atomic<long long> delay_ms_{0};
   std::atomic<bool> cancelled_{false};  // written under mu_, so delay waiters see it
   std::condition_variable cancel_cv_;   // wakes injected delays (waits on mu_)

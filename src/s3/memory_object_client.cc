@@ -3,6 +3,9 @@
 #include <openssl/evp.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <tuple>
+
 #include "s3/crypto.h"
 
 namespace nacre::s3 {
@@ -234,7 +237,7 @@ Result<std::string> MemoryObjectClient::create_multipart_upload(const std::strin
   std::lock_guard lock(mu_);
   if (auto b = bucket_locked(bucket); !b) return std::unexpected(b.error());
   std::string id = "upload-" + std::to_string(next_upload_++);
-  uploads_[id] = Upload{bucket, key, metadata, content_type, {}};
+  uploads_[id] = Upload{bucket, key, metadata, content_type, {}, std::chrono::system_clock::now()};
   return id;
 }
 
@@ -310,6 +313,26 @@ Status MemoryObjectClient::abort_multipart_upload(const std::string&, const std:
     return std::unexpected(not_found(ErrorCode::kNoSuchUpload, upload_id));
   }
   return {};
+}
+
+// Every match in one page (a fake needs no paging), ordered as S3 orders them.
+Result<UploadsPage> MemoryObjectClient::list_multipart_uploads(const std::string& bucket,
+                                                               const std::string& prefix,
+                                                               const std::string& key_marker,
+                                                               const std::string&) {
+  if (auto c = count("ListMultipartUploads"); !c) return std::unexpected(c.error());
+  std::lock_guard lock(mu_);
+  if (auto b = bucket_locked(bucket); !b) return std::unexpected(b.error());
+  UploadsPage page;
+  for (const auto& [id, up] : uploads_) {
+    if (up.bucket == bucket && up.key.starts_with(prefix) && up.key > key_marker) {
+      page.uploads.push_back({up.key, id, up.initiated});
+    }
+  }
+  std::ranges::sort(page.uploads, [](const UploadInfo& a, const UploadInfo& b) {
+    return std::tie(a.key, a.initiated) < std::tie(b.key, b.initiated);
+  });
+  return page;
 }
 
 }  // namespace nacre::s3

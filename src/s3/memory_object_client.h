@@ -40,6 +40,9 @@ class MemoryObjectClient : public ObjectClient {
                                                 const std::vector<CompletedPart>& parts) override;
   Status abort_multipart_upload(const std::string& bucket, const std::string& key,
                                 const std::string& upload_id) override;
+  Result<UploadsPage> list_multipart_uploads(const std::string& bucket, const std::string& prefix,
+                                             const std::string& key_marker,
+                                             const std::string& upload_id_marker) override;
   // Later requests are counted, then fail with kCancelled; a GET in flight
   // stops between the 64 KiB pieces it delivers.
   void cancel_all() override { cancelled_ = true; }
@@ -54,6 +57,7 @@ class MemoryObjectClient : public ObjectClient {
     UserMetadata metadata;
     std::string content_type;
     std::map<int, std::pair<std::string, std::string>> parts;  // number → (etag, data)
+    std::chrono::system_clock::time_point initiated;
   };
   // Counts the request; kCancelled after cancel_all().
   Status count(const std::string& op);

@@ -81,6 +81,20 @@ struct CompletedPart {
   std::string etag;
 };
 
+// One multipart upload in progress (ListMultipartUploads).
+struct UploadInfo {
+  std::string key;
+  std::string upload_id;
+  std::chrono::system_clock::time_point initiated;  // the server's clock
+};
+
+struct UploadsPage {
+  std::vector<UploadInfo> uploads;
+  // Where the next page starts; both empty when this was the last page.
+  std::string next_key_marker;
+  std::string next_upload_id_marker;
+};
+
 struct DeleteFailure {
   std::string key;
   Error error;
@@ -126,6 +140,12 @@ class ObjectClient {
   [[nodiscard]] virtual Status abort_multipart_upload(const std::string& bucket,
                                                       const std::string& key,
                                                       const std::string& upload_id) = 0;
+  // One page (up to 1000) of the uploads in progress whose keys start with
+  // `prefix`, by key and then by initiation; the markers come from the
+  // previous page (empty for the first).
+  [[nodiscard]] virtual Result<UploadsPage> list_multipart_uploads(
+      const std::string& bucket, const std::string& prefix, const std::string& key_marker,
+      const std::string& upload_id_marker) = 0;
 
   // Shuts the client down, for unmount and process exit: after it returns,
   // every request in flight on any thread fails with kCancelled within about

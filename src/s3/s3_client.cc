@@ -691,4 +691,24 @@ Status S3Client::abort_multipart_upload(const std::string& bucket, const std::st
   return {};
 }
 
+Result<UploadsPage> S3Client::list_multipart_uploads(const std::string& bucket,
+                                                     const std::string& prefix,
+                                                     const std::string& key_marker,
+                                                     const std::string& upload_id_marker) {
+  Call call{"ListMultipartUploads", "GET", bucket, "", {{"uploads", ""}}, {}, Body::empty(), false};
+  // No encoding-type=url, for the reason list_objects gives.
+  call.query.emplace_back("prefix", prefix);
+  if (!key_marker.empty()) call.query.emplace_back("key-marker", key_marker);
+  if (!upload_id_marker.empty()) call.query.emplace_back("upload-id-marker", upload_id_marker);
+  auto resp = send(call);
+  if (!resp) return std::unexpected(resp.error());
+  auto page = xml::parse_uploads(resp->body);
+  if (!page) {
+    page.error().message =
+        "ListMultipartUploads s3://" + bucket + "/" + prefix + ": " + page.error().message;
+    page.error().request_id = resp->header("x-amz-request-id");
+  }
+  return page;
+}
+
 }  // namespace nacre::s3

@@ -77,6 +77,9 @@ class S3Client : public ObjectClient {
                                                 const std::vector<CompletedPart>& parts) override;
   Status abort_multipart_upload(const std::string& bucket, const std::string& key,
                                 const std::string& upload_id) override;
+  Result<UploadsPage> list_multipart_uploads(const std::string& bucket, const std::string& prefix,
+                                             const std::string& key_marker,
+                                             const std::string& upload_id_marker) override;
   // Wakes transfers waiting for bytes (the multi interface, see http.h), the
   // retry back-off and the credential providers' HTTP calls.
   void cancel_all() override;

@@ -227,6 +227,66 @@ TEST(S3Client, ListReadsKeysVerbatimAndPages) {
   EXPECT_EQ(target.find("encoding-type"), std::string::npos);
 }
 
+TEST(S3Client, UploadsOfAKeyFollowEveryPageAndLeaveLongerKeysOut) {
+  TestHttpServer server([](const ReceivedRequest& r) {
+    if (r.target.find("upload-id-marker=u%201") == std::string::npos) {
+      return ScriptedReply{200,
+                           {},
+                           "<ListMultipartUploadsResult><IsTruncated>true</IsTruncated>"
+                           "<NextKeyMarker>p/k</NextKeyMarker>"
+                           "<NextUploadIdMarker>u 1</NextUploadIdMarker>"
+                           "<Upload><Key>p/k</Key><UploadId>u 1</UploadId>"
+                           "<Initiated>2026-12-02T09:50:58.000Z</Initiated></Upload>"
+                           "</ListMultipartUploadsResult>",
+                           {},
+                           0};
+    }
+    return ScriptedReply{200,
+                         {},
+                         "<ListMultipartUploadsResult><IsTruncated>false</IsTruncated>"
+                         "<Upload><Key>p/k</Key><UploadId>u2</UploadId>"
+                         "<Initiated>2026-12-02T09:51:00.000Z</Initiated></Upload>"
+                         "<Upload><Key>p/k2</Key><UploadId>u3</UploadId>"
+                         "<Initiated>2026-12-02T09:51:01.000Z</Initiated></Upload>"
+                         "</ListMultipartUploadsResult>",
+                         {},
+                         0};
+  });
+  auto client = client_for(server.url());
+  auto r = uploads_of_key(*client, "b", "p/k");
+  ASSERT_TRUE(r) << r.error().describe();
+  ASSERT_EQ(r->size(), 2u);
+  EXPECT_EQ((*r)[0].upload_id, "u 1");
+  EXPECT_EQ((*r)[1].upload_id, "u2");
+  EXPECT_EQ(
+      std::chrono::duration_cast<std::chrono::milliseconds>((*r)[1].initiated - (*r)[0].initiated)
+          .count(),
+      2000);
+  auto requests = server.requests();
+  ASSERT_EQ(requests.size(), 2u);
+  EXPECT_NE(requests[0].target.find("uploads="), std::string::npos) << requests[0].target;
+  EXPECT_NE(requests[0].target.find("prefix=p%2Fk"), std::string::npos) << requests[0].target;
+  EXPECT_NE(requests[1].target.find("key-marker=p%2Fk"), std::string::npos) << requests[1].target;
+}
+
+TEST(S3Client, MalformedUploadsListIsAClearError) {
+  TestHttpServer server([](const ReceivedRequest&) {
+    return ScriptedReply{200,
+                         {},
+                         "<ListMultipartUploadsResult><Upload><Key>p/k</Key>"
+                         "<Initiated>2026-12-02T09:50:58.404Z</Initiated></Upload>"
+                         "</ListMultipartUploadsResult>",
+                         {},
+                         0};
+  });
+  auto client = client_for(server.url());
+  auto r = client->list_multipart_uploads("b", "p/k", "", "");
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, ErrorCode::kMalformedResponse);
+  EXPECT_NE(r.error().message.find("ListMultipartUploads s3://b/p/k"), std::string::npos)
+      << r.error().message;
+}
+
 TEST(S3Client, UnreachableEndpointFailsWithNetworkError) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};

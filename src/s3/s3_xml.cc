@@ -1,7 +1,6 @@
 #include "s3/s3_xml.h"
 
 #include <pugixml.hpp>
-
 #include <sstream>
 
 #include "s3/credentials.h"
@@ -13,9 +12,9 @@ namespace {
 Result<pugi::xml_node> load(pugi::xml_document& doc, const std::string& body, const char* root) {
   pugi::xml_parse_result r = doc.load_buffer(body.data(), body.size());
   if (!r) {
-    return fail(ErrorCode::kMalformedResponse,
-                std::string("cannot parse the server's ") + root + " XML: " + r.description() +
-                    " at byte " + std::to_string(r.offset));
+    return fail(ErrorCode::kMalformedResponse, std::string("cannot parse the server's ") + root +
+                                                   " XML: " + r.description() + " at byte " +
+                                                   std::to_string(r.offset));
   }
   pugi::xml_node n = doc.child(root);
   if (!n) {
@@ -33,12 +32,23 @@ std::string escape(const std::string& s) {
   std::string out;
   for (char c : s) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      case '\'': out += "&apos;"; break;
-      default: out.push_back(c);
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      case '\'':
+        out += "&apos;";
+        break;
+      default:
+        out.push_back(c);
     }
   }
   return out;
@@ -111,14 +121,40 @@ Result<std::string> parse_upload_id(const std::string& body) {
   return id;
 }
 
+Result<UploadsPage> parse_uploads(const std::string& body) {
+  pugi::xml_document doc;
+  auto root = load(doc, body, "ListMultipartUploadsResult");
+  if (!root) return std::unexpected(root.error());
+  UploadsPage page;
+  for (pugi::xml_node u : root->children("Upload")) {
+    UploadInfo info{text(u, "Key"), text(u, "UploadId"), {}};
+    auto initiated = parse_iso8601(text(u, "Initiated"));
+    if (info.key.empty() || info.upload_id.empty() || !initiated) {
+      return fail(ErrorCode::kMalformedResponse,
+                  "ListMultipartUploads entry without a <Key>, <UploadId> or <Initiated> time");
+    }
+    info.initiated = *initiated;
+    page.uploads.push_back(std::move(info));
+  }
+  if (std::string(root->child("IsTruncated").text().as_string()) == "true") {
+    page.next_key_marker = text(*root, "NextKeyMarker");
+    page.next_upload_id_marker = text(*root, "NextUploadIdMarker");
+    if (page.next_key_marker.empty()) {
+      return fail(ErrorCode::kMalformedResponse,
+                  "ListMultipartUploads page is truncated but has no NextKeyMarker");
+    }
+  }
+  return page;
+}
+
 Result<std::vector<DeleteFailure>> parse_delete_result(const std::string& body) {
   pugi::xml_document doc;
   auto n = load(doc, body, "DeleteResult");
   if (!n) return std::unexpected(n.error());
   std::vector<DeleteFailure> out;
   for (pugi::xml_node e : n->children("Error")) {
-    out.push_back({text(e, "Key"),
-                   Error{ErrorCode::kOther, text(e, "Message"), text(e, "Code"), {}, 0}});
+    out.push_back(
+        {text(e, "Key"), Error{ErrorCode::kOther, text(e, "Message"), text(e, "Code"), {}, 0}});
   }
   return out;
 }

@@ -24,6 +24,8 @@ Result<ListPage> parse_list(const std::string& body);
 Result<std::string> parse_etag(const std::string& body, const char* root);
 // InitiateMultipartUploadResult/UploadId.
 Result<std::string> parse_upload_id(const std::string& body);
+// ListMultipartUploadsResult (requested without encoding-type).
+Result<UploadsPage> parse_uploads(const std::string& body);
 // DeleteResult/Error entries.
 Result<std::vector<DeleteFailure>> parse_delete_result(const std::string& body);
 

@@ -178,6 +178,26 @@ Result<std::string> upload_from_fd(ObjectClient& client, int fd, uint64_t size,
   return etag;
 }
 
+Result<std::vector<UploadInfo>> uploads_of_key(ObjectClient& client, const std::string& bucket,
+                                               const std::string& key) {
+  std::vector<UploadInfo> out;
+  std::string key_marker, id_marker;
+  for (;;) {
+    auto page = client.list_multipart_uploads(bucket, key, key_marker, id_marker);
+    if (!page) return std::unexpected(page.error());
+    for (auto& u : page->uploads) {
+      if (u.key == key) out.push_back(std::move(u));
+    }
+    if (page->next_key_marker.empty()) return out;
+    if (page->next_key_marker == key_marker && page->next_upload_id_marker == id_marker) {
+      return fail(ErrorCode::kMalformedResponse, "ListMultipartUploads pages do not advance");
+    }
+    if (page->next_key_marker > key) return out;  // past the key: the rest are longer keys
+    key_marker = std::move(page->next_key_marker);
+    id_marker = std::move(page->next_upload_id_marker);
+  }
+}
+
 Result<std::string> copy_any_size(ObjectClient& client, const CopyObjectRequest& req, uint64_t size,
                                   const TransferOptions& options) {
   if (size <= options.multipart_copy_threshold) return client.copy_object(req);

@@ -48,6 +48,12 @@ uint64_t part_size_for(uint64_t size, uint64_t wanted);
 [[nodiscard]] Result<std::string> copy_any_size(ObjectClient& client, const CopyObjectRequest& req,
                                                 uint64_t size, const TransferOptions& options);
 
+// Every multipart upload in progress for exactly `key` (all pages of
+// ListMultipartUploads for the key as a prefix; longer keys are left out).
+[[nodiscard]] Result<std::vector<UploadInfo>> uploads_of_key(ObjectClient& client,
+                                                             const std::string& bucket,
+                                                             const std::string& key);
+
 // Creates the file a download is written to before it is renamed into place
 // (DEST.nacre-partial), for writing, with mode 0644 less the umask. It is
 // created with O_CREAT|O_EXCL|O_NOFOLLOW, so a symlink planted at `path` is

@@ -48,6 +48,12 @@ std::string encode_manifest(const Manifest& m) {
                       {"metadata", m.metadata},
                       {"content_type", m.content_type},
                       {"staged_at_ns", m.staged_at_ns}};
+  if (!m.upload_windows.empty()) {
+    auto& w = j["upload_windows"] = nlohmann::json::array();
+    for (const auto& u : m.upload_windows) {
+      w.push_back({{"key", u.key}, {"from_ns", u.from_ns}, {"to_ns", u.to_ns}});
+    }
+  }
   return j.dump(2) + "\n";
 }
 
@@ -73,6 +79,12 @@ Result<Manifest> decode_manifest(const std::string& text) {
     m.metadata = j.at("metadata").get<s3::UserMetadata>();
     m.content_type = j.value("content_type", std::string());
     m.staged_at_ns = j.value("staged_at_ns", int64_t{0});
+    if (auto w = j.find("upload_windows"); w != j.end()) {
+      for (const auto& u : w->get_ref<const nlohmann::json::array_t&>()) {
+        m.upload_windows.push_back({u.at("key").get<std::string>(), u.at("from_ns").get<int64_t>(),
+                                    u.at("to_ns").get<int64_t>()});
+      }
+    }
     if (!valid_id(m.id) || m.bucket.empty() || m.key.empty()) {
       return fail(ErrorCode::kInvalidArgument, "manifest lacks an id, bucket or key");
     }

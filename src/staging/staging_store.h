@@ -10,8 +10,8 @@
 //   <id>.data   the file's bytes (0600)
 //   <id>.json   its manifest: where it goes (bucket, key), the version it was
 //               made from, the POSIX metadata to publish, whether the writer
-//               had closed it, and the multipart upload in flight (to abort
-//               at the next start after a crash)
+//               had closed it, and the multipart uploads in flight (to
+//               abort at the next start after a crash)
 // The manifest is replaced atomically (write, rename), so a crash of the
 // process leaves the old or the new one. Nothing is fsynced: staging survives
 // the process, not a power loss of the node (docs/SEMANTICS.md).
@@ -30,6 +30,18 @@
 
 namespace nacre::staging {
 
+// Multipart uploads of `key` that may have been created without their ids
+// being recorded: CreateMultipartUpload requests sent between from_ns and
+// to_ns (wall clock) whose answers were not saved in the manifest, as when
+// the process dies before it can save one. The next start aborts the uploads
+// of `key` that S3 says were initiated in that window (docs/SEMANTICS.md).
+struct UploadWindow {
+  std::string key;
+  int64_t from_ns = 0;
+  int64_t to_ns = 0;
+  bool operator==(const UploadWindow&) const = default;
+};
+
 struct Manifest {
   std::string id;
   std::string bucket;
@@ -43,6 +55,9 @@ struct Manifest {
   bool write_failed = false;
   std::string upload_id;   // a multipart upload in flight; empty: none
   std::string upload_key;  // the key it was started for (a rename may change `key`)
+  // Saved before each CreateMultipartUpload, cleared once every upload since
+  // is known to be completed or aborted.
+  std::vector<UploadWindow> upload_windows;
   // Changed since it was staged (written, truncated, or a new file): a file
   // staged as a copy of its object and left unchanged has nothing to export.
   bool modified = true;

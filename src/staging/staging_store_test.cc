@@ -34,6 +34,7 @@ TEST(ManifestCodec, RoundTripsEveryField) {
   m.metadata = {{"file-mode", "0100644"}};
   m.content_type = std::string("text/plain");
   m.staged_at_ns = 42;
+  m.upload_windows = {{"old/k", 10, 20}, {"dir/k", 30, 40}};
   auto back = decode_manifest(encode_manifest(m));
   ASSERT_TRUE(back) << back.error().describe();
   EXPECT_EQ(back->id, m.id);
@@ -47,6 +48,23 @@ TEST(ManifestCodec, RoundTripsEveryField) {
   EXPECT_EQ(back->metadata.at("file-mode"), "0100644");
   EXPECT_EQ(back->content_type, "text/plain");
   EXPECT_EQ(back->staged_at_ns, 42);
+  EXPECT_EQ(back->upload_windows, m.upload_windows);
+}
+
+TEST(ManifestCodec, AManifestWithoutUploadWindowsHasNone) {
+  Manifest m;
+  m.id = std::string("0123456789abcdef0123456789abcdef");
+  m.bucket = std::string("b");
+  m.key = std::string("k");
+  const std::string text = encode_manifest(m);
+  EXPECT_EQ(text.find("upload_windows"), std::string::npos);
+  auto back = decode_manifest(text);
+  ASSERT_TRUE(back) << back.error().describe();
+  EXPECT_TRUE(back->upload_windows.empty());
+  auto bad = decode_manifest(R"({"version":1,"id":"0123456789abcdef0123456789abcdef","bucket":"b",)"
+                             R"("key":"k","base_etag":"","complete":true,"upload_id":"",)"
+                             R"("metadata":{},"upload_windows":{"key":"k"}})");
+  EXPECT_FALSE(bad) << "upload_windows must be an array";
 }
 
 TEST(ManifestCodec, RefusesGarbageAndMissingFields) {

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <random>
@@ -226,6 +227,32 @@ TEST_F(RgwTest, AbortedMultipartUploadLeavesNoObject) {
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code, ErrorCode::kNoSuchUpload) << r.error().describe();
   EXPECT_FALSE(client_->head_object(bucket_, key));
+}
+
+TEST_F(RgwTest, UploadsInProgressAreListedByKeyWithTheirTimes) {
+  // An odd key, a longer key sharing it as a prefix, and two uploads of the key.
+  const std::string key = prefix_ + "up load+&=";
+  const auto before = std::chrono::system_clock::now() - std::chrono::seconds(2);
+  auto a = client_->create_multipart_upload(bucket_, key, {}, "");
+  auto b = client_->create_multipart_upload(bucket_, key, {}, "");
+  auto longer = client_->create_multipart_upload(bucket_, key + "x", {}, "");
+  ASSERT_TRUE(a && b && longer);
+  const auto after = std::chrono::system_clock::now() + std::chrono::seconds(2);
+  auto listed = uploads_of_key(*client_, bucket_, key);
+  ASSERT_TRUE(listed) << listed.error().describe();
+  std::set<std::string> ids;
+  for (const auto& u : *listed) {
+    ids.insert(u.upload_id);
+    EXPECT_EQ(u.key, key);
+    EXPECT_TRUE(u.initiated >= before && u.initiated <= after)
+        << "Initiated is not the time the upload was created";
+  }
+  EXPECT_EQ(ids, (std::set<std::string>{*a, *b}));
+  for (const auto& id : {*a, *b}) ASSERT_TRUE(client_->abort_multipart_upload(bucket_, key, id));
+  ASSERT_TRUE(client_->abort_multipart_upload(bucket_, key + "x", *longer));
+  listed = uploads_of_key(*client_, bucket_, key);
+  ASSERT_TRUE(listed) << listed.error().describe();
+  EXPECT_TRUE(listed->empty());
 }
 
 TEST_F(RgwTest, UnknownBucketIsNoSuchBucket) {
