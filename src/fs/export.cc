@@ -49,12 +49,18 @@ int64_t wall_now_ns() {
       .count();
 }
 
+std::chrono::system_clock::time_point wall_time(int64_t ns) {
+  return std::chrono::system_clock::time_point(
+      std::chrono::duration_cast<std::chrono::system_clock::duration>(
+          std::chrono::nanoseconds(ns)));
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------
 // Staged files and the exporter's threads
 
-Status FileSystem::Staged::note_upload_intent(const std::string& key) {
+void FileSystem::Staged::note_upload_intent(const std::string& key) {
   const int64_t now = wall_now_ns();
   auto& windows = manifest.upload_windows;
   auto w = std::ranges::find(windows, key, &staging::UploadWindow::key);
@@ -63,28 +69,47 @@ Status FileSystem::Staged::note_upload_intent(const std::string& key) {
   } else {
     w->to_ns = std::max(w->to_ns, now);
   }
-  if (unlinked) return {};  // its manifest goes with it; an upload is aborted at once
-  return store.save(manifest);
+  if (unlinked) return;  // its manifest is gone; its upload is aborted at once
+  if (Status st = store.save(manifest); !st) {
+    // The upload goes ahead (a full disk must not stop the exports that free
+    // it); this process still finds it by the window it keeps in memory.
+    spdlog::warn("staging: {} (a crash before s3://{}/{} is exported may leave an upload)",
+                 st.error().describe(), manifest.bucket, key);
+  }
+}
+
+void FileSystem::upload_started(const std::string& id) {
+  std::lock_guard lock(live_uploads_mu_);
+  live_uploads_.insert(id);
+}
+
+void FileSystem::upload_ended(const std::string& id) {
+  std::lock_guard lock(live_uploads_mu_);
+  if (auto it = live_uploads_.find(id); it != live_uploads_.end()) live_uploads_.erase(it);
 }
 
 Status FileSystem::abort_unrecorded_uploads(std::vector<staging::UploadWindow>& windows) {
-  using std::chrono::nanoseconds;
-  using std::chrono::system_clock;
   while (!windows.empty()) {
     const staging::UploadWindow& w = windows.back();
     metrics_.count_request("ListMultipartUploads");
     auto uploads = s3::uploads_of_key(client_, options_.bucket, w.key);
     if (!uploads) return std::unexpected(uploads.error());
-    const auto from = system_clock::time_point(nanoseconds(w.from_ns)) - kClockSkew;
-    const auto to = system_clock::time_point(nanoseconds(w.to_ns)) + kClockSkew + kCreateTime;
+    const auto from = wall_time(w.from_ns) - kClockSkew;
+    const auto to = wall_time(w.to_ns) + kClockSkew + kCreateTime;
     for (const auto& u : *uploads) {
       // Uploads of the key from other times are someone else's: left alone.
       if (u.initiated < from || u.initiated > to) continue;
+      {
+        std::lock_guard lock(live_uploads_mu_);
+        if (live_uploads_.contains(u.upload_id)) continue;  // this process's, in use
+      }
       metrics_.count_request("AbortMultipartUpload");
       Status st = client_.abort_multipart_upload(options_.bucket, w.key, u.upload_id);
       if (!st && st.error().code != ErrorCode::kNoSuchUpload) return st;
-      spdlog::info("staging: aborted multipart upload {} of s3://{}/{}, left unrecorded",
-                   u.upload_id, options_.bucket, w.key);
+      if (st) {
+        spdlog::info("staging: aborted multipart upload {} of s3://{}/{}, left unrecorded",
+                     u.upload_id, options_.bucket, w.key);
+      }
     }
     windows.pop_back();
   }
@@ -94,7 +119,7 @@ Status FileSystem::abort_unrecorded_uploads(std::vector<staging::UploadWindow>& 
 FileSystem::Staged::~Staged() {
   ::close(fd);
   if (unlinked || !dirty()) {
-    if (unresolved_upload) {
+    if (!unlinked && !manifest.upload_windows.empty()) {
       spdlog::warn(
           "staging: an upload of s3://{}/{} may be left in S3 (its uploads could not be "
           "listed); a bucket lifecycle rule AbortIncompleteMultipartUpload removes it",
@@ -272,13 +297,12 @@ Status FileSystem::start_write_path() {
                      upload_key, st.error().describe());
       }
     }
-    bool unresolved = false;
     if (!m.upload_windows.empty()) {
-      // Uploads the crashed process created but did not live to record.
+      // Uploads the crashed process created but did not live to record. If S3
+      // cannot say, the windows stay: this file's export, or the next start,
+      // asks again.
       auto windows = m.upload_windows;
-      Status st = abort_unrecorded_uploads(windows);
-      if (!st) {
-        unresolved = true;
+      if (Status st = abort_unrecorded_uploads(windows); !st) {
         spdlog::warn("staging: cannot look for the uploads of s3://{}/{} a crash left: {}",
                      m.bucket, m.key, st.error().describe());
       }
@@ -287,7 +311,7 @@ Status FileSystem::start_write_path() {
         if (Status saved = options_.staging->save(m); !saved) return saved;
       }
     }
-    if (!m.modified && !m.write_failed && !m.base_etag.empty() && !unresolved) {
+    if (!m.modified && !m.write_failed && !m.base_etag.empty() && m.upload_windows.empty()) {
       // A copy of its object that nobody changed: S3 has it already.
       if (Status st = options_.staging->remove(m.id); !st) {
         spdlog::warn("staging: {}", st.error().describe());
@@ -313,7 +337,6 @@ Status FileSystem::start_write_path() {
     ::fstat(*fd, &st);
     auto s = std::make_shared<Staged>(*options_.staging, m, *fd, 0);
     s->size = static_cast<uint64_t>(st.st_size);
-    s->unresolved_upload = unresolved;
     s->posix = decode_posix_metadata(m.metadata);
     s->streamable = false;  // its bytes are there already: one upload
     {
@@ -360,29 +383,39 @@ void FileSystem::stream_parts(const std::shared_ptr<Staged>& s) {
     sl.unlock();
     exporter_->submit([this, s, key, meta, content_type] {
       Result<std::string> id = fail(ErrorCode::kIo, "no upload");
+      bool moved = false;
       Status asked = no_throw("create upload", [&]() -> Status {
         {
           std::lock_guard l(s->mu);
-          if (Status noted = s->note_upload_intent(key); !noted) return noted;
+          // Unlinked or renamed since it was asked for: nobody would complete it.
+          moved = s->unlinked || s->manifest.key != key;
+          if (moved) return {};
+          s->note_upload_intent(key);
         }
         metrics_.count_request("CreateMultipartUpload");
         id = client_.create_multipart_upload(options_.bucket, key, meta, content_type);
+        if (id) upload_started(*id);
         return {};
       });
       if (!asked) id = std::unexpected(asked.error());
       bool orphan = false;
       {
         std::lock_guard l(s->mu);
-        s->creating_upload = false;
-        if (!id) {
+        // An orphan keeps `creating_upload` until its abort returned, so that no
+        // export clears the window meanwhile.
+        if (moved) {
+          s->stream_broken = true;
+          s->creating_upload = false;
+        } else if (!id) {
+          // (If the create reached S3 and only its answer was lost, the export's
+          // look at the window finds that upload.)
           s->stream_error = id.error();
-          // The create may have reached S3 and only its answer been lost.
-          if (!s->manifest.upload_windows.empty()) s->unresolved_upload = true;
+          s->creating_upload = false;
         } else if (s->unlinked || s->manifest.key != key) {
-          // Unlinked or renamed meanwhile: nobody will complete this upload.
           orphan = true;
           s->stream_broken = true;
         } else {
+          s->creating_upload = false;
           s->manifest.upload_id = *id;
           s->manifest.upload_key = key;
           s->upload_metadata = meta;
@@ -393,11 +426,13 @@ void FileSystem::stream_parts(const std::shared_ptr<Staged>& s) {
         s->parts_done.notify_all();
       }
       if (orphan) {
-        if (Status st = client_.abort_multipart_upload(options_.bucket, key, *id);
-            !st && st.error().code != ErrorCode::kNoSuchUpload) {
-          std::lock_guard l(s->mu);
-          s->unresolved_upload = true;
-        }
+        // If this fails, the window (kept unless unlinked) finds the upload.
+        metrics_.count_request("AbortMultipartUpload");
+        (void)client_.abort_multipart_upload(options_.bucket, key, *id);
+        upload_ended(*id);
+        std::lock_guard l(s->mu);
+        s->creating_upload = false;
+        s->parts_done.notify_all();
       }
       stream_parts(s);
     });
@@ -484,6 +519,18 @@ Status FileSystem::export_staged(const std::shared_ptr<Staged>& s) {
   }
   sl.unlock();
 
+  // Runs a transfer whose multipart upload, once created, is this process's
+  // until the transfer returns (completed, or aborted by the transfer).
+  auto copy_or_upload = [this](s3::TransferOptions t, auto&& run) {
+    std::string created;
+    t.created = [&](const std::string& id) {
+      created = id;
+      upload_started(id);
+    };
+    auto r = run(t);
+    if (!created.empty()) upload_ended(created);
+    return r;
+  };
   Result<std::string> etag = fail(ErrorCode::kOther, "not exported");
   if (streamed_ok) {
     // The streamed parts hold [0, streamed): send the rest and complete.
@@ -508,6 +555,7 @@ Status FileSystem::export_staged(const std::shared_ptr<Staged>& s) {
     if (st) {
       metrics_.count_request("CompleteMultipartUpload");
       etag = client_.complete_multipart_upload(options_.bucket, key, upload_id, parts);
+      if (etag) upload_ended(upload_id);
     } else {
       etag = std::unexpected(st.error());
     }
@@ -531,7 +579,7 @@ Status FileSystem::export_staged(const std::shared_ptr<Staged>& s) {
     ul.unlock();
     if (etag && stale_metadata && size > s3::kMaxSingleCopy) {
       std::lock_guard l(s->mu);  // a multipart copy
-      if (Status noted = s->note_upload_intent(key); !noted) etag = std::unexpected(noted.error());
+      s->note_upload_intent(key);
     }
     if (etag && stale_metadata) {
       s3::CopyObjectRequest fix;
@@ -541,32 +589,29 @@ Status FileSystem::export_staged(const std::shared_ptr<Staged>& s) {
       fix.replace_metadata = meta;
       fix.content_type = content_type;
       metrics_.count_request("CopyObject");
-      etag = s3::copy_any_size(client_, fix, size, {});
+      etag = copy_or_upload(s3::TransferOptions{}, [&](const s3::TransferOptions& t) {
+        return s3::copy_any_size(client_, fix, size, t);
+      });
     }
   } else {
     if (!upload_id.empty()) {
+      // If the abort fails, the upload's window finds it after the export.
       metrics_.count_request("AbortMultipartUpload");
-      if (Status st = client_.abort_multipart_upload(options_.bucket, upload_key, upload_id);
-          !st && st.error().code != ErrorCode::kNoSuchUpload) {
-        std::lock_guard l(s->mu);
-        s->unresolved_upload = true;
-      }
+      (void)client_.abort_multipart_upload(options_.bucket, upload_key, upload_id);
+      upload_ended(upload_id);
     }
-    Status noted;
     if (size > base) {
       std::lock_guard l(s->mu);  // upload_from_fd creates a multipart upload
-      noted = s->note_upload_intent(key);
+      s->note_upload_intent(key);
     }
-    if (!noted) {
-      etag = std::unexpected(noted.error());
-    } else {
-      s3::PutObjectRequest target{options_.bucket, key, s3::Body::empty(), meta, content_type};
-      metrics_.count_request(size <= base ? "PutObject" : "MultipartUpload");
-      s3::TransferOptions transfer;
-      transfer.part_size = base;
-      transfer.concurrency = options_.upload_concurrency;
-      etag = s3::upload_from_fd(client_, s->fd, size, target, transfer);
-    }
+    s3::PutObjectRequest target{options_.bucket, key, s3::Body::empty(), meta, content_type};
+    metrics_.count_request(size <= base ? "PutObject" : "MultipartUpload");
+    s3::TransferOptions transfer;
+    transfer.part_size = base;
+    transfer.concurrency = options_.upload_concurrency;
+    etag = copy_or_upload(transfer, [&](const s3::TransferOptions& t) {
+      return s3::upload_from_fd(client_, s->fd, size, target, t);
+    });
   }
 
   sl.lock();
@@ -583,8 +628,8 @@ Status FileSystem::export_staged(const std::shared_ptr<Staged>& s) {
     s->stream_error.reset();
   }
   if (!etag) {
-    // An upload it created may be left (its abort is not known to have worked).
-    if (!s->manifest.upload_windows.empty()) s->unresolved_upload = true;
+    // The windows stay: an upload it created may be left (a lost answer, an
+    // abort that failed); the export that succeeds, or the next start, looks.
     s->last_error = etag.error().describe();
     if (Status saved = s->store.save(s->manifest); !saved) {
       spdlog::error("staging: {}", saved.error().describe());
@@ -615,43 +660,54 @@ Status FileSystem::export_staged(const std::shared_ptr<Staged>& s) {
   metrics_.exported_files++;
   s->last_error.clear();
   const PosixMetadata posix = s->posix;
-  // Every upload since the windows opened was completed or aborted, unless
-  // something says otherwise: then S3 is asked (below, unlocked).
-  if (!s->unresolved_upload) s->manifest.upload_windows.clear();
-  auto windows = s->manifest.upload_windows;
+  const std::vector<staging::UploadWindow> windows = s->manifest.upload_windows;
   if (Status saved = s->store.save(s->manifest); !saved) {
     spdlog::warn("staging: {}", saved.error().describe());
   }
   sl.unlock();
-  if (!windows.empty()) {
-    // Still under `io`: no upload of this file starts meanwhile.
-    if (Status st = abort_unrecorded_uploads(windows); !st) {
-      spdlog::warn(
-          "staging: uploads of s3://{}/{} may be left, looked for again at the next "
-          "start: {}",
-          options_.bucket, key, st.error().describe());
+  {
+    // Still under `io`: a later export cannot publish its ETag before this one.
+    std::lock_guard lock(mu_);
+    if (s->ino != 0) {
+      if (Inode* n = find(s->ino); n && n->staged == s) {
+        n->etag = *etag;
+        n->size = size;
+        n->posix = posix;
+        n->metadata_loaded = true;
+        n->last_open_etag = *etag;
+        n->validated = SteadyClock::now();
+      }
     }
-    sl.lock();
-    s->manifest.upload_windows = std::move(windows);
-    s->unresolved_upload = !s->manifest.upload_windows.empty();
-    if (Status saved = s->store.save(s->manifest); !saved) {
+  }
+  io.unlock();
+  if (!windows.empty()) resolve_upload_windows(*s, key, windows);
+  return {};
+}
+
+void FileSystem::resolve_upload_windows(Staged& s, const std::string& key,
+                                        const std::vector<staging::UploadWindow>& seen) {
+  // Multipart uploads were created since the windows opened. Their ids do not
+  // tell everything: a create whose answer was lost (also one the S3 client's
+  // retry then hid) or an abort that failed leaves an upload no id names. S3
+  // is asked, one ListMultipartUploads per key (a multipart export has parts
+  // enough that this costs little).
+  std::vector<staging::UploadWindow> left = seen;
+  if (Status st = abort_unrecorded_uploads(left); !st) {
+    spdlog::warn("staging: cannot look for uploads of s3://{}/{} left behind: {}", options_.bucket,
+                 key, st.error().describe());
+  }
+  std::lock_guard sl(s.mu);
+  // Only the windows resolved as they were seen go: one an upload since has
+  // widened stays for the next look.
+  const size_t before = s.manifest.upload_windows.size();
+  std::erase_if(s.manifest.upload_windows, [&](const staging::UploadWindow& w) {
+    return std::ranges::find(seen, w) != seen.end() && std::ranges::find(left, w) == left.end();
+  });
+  if (s.manifest.upload_windows.size() != before && !s.unlinked) {
+    if (Status saved = s.store.save(s.manifest); !saved) {
       spdlog::warn("staging: {}", saved.error().describe());
     }
-    sl.unlock();
   }
-  // Still under `io`: a later export cannot publish its ETag before this one.
-  std::lock_guard lock(mu_);
-  if (s->ino != 0) {
-    if (Inode* n = find(s->ino); n && n->staged == s) {
-      n->etag = *etag;
-      n->size = size;
-      n->posix = posix;
-      n->metadata_loaded = true;
-      n->last_open_etag = *etag;
-      n->validated = SteadyClock::now();
-    }
-  }
-  return {};
 }
 
 }  // namespace nacre::fs

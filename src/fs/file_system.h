@@ -363,9 +363,19 @@ class FileSystem {
   // Streams full parts of a sequentially written file while it is written.
   void stream_parts(const std::shared_ptr<Staged>& s);
   // Aborts the uploads S3 holds for the keys of `windows` that were initiated
-  // within one (the creates a crash or a failed abort may have left), and
-  // clears the windows it has resolved. No lock held.
+  // within one (what a crash, a lost answer, also one the S3 client's retry
+  // hid, or a failed abort may have left), except this process's live ones,
+  // and removes the windows it has resolved. No lock held.
   Status abort_unrecorded_uploads(std::vector<staging::UploadWindow>& windows);
+  // This process's multipart uploads from their create until they are
+  // completed or aborted: abort_unrecorded_uploads() leaves them alone.
+  void upload_started(const std::string& id);
+  void upload_ended(const std::string& id);
+  // After a successful export of `s` (to `key`) that created multipart
+  // uploads: abort_unrecorded_uploads() for the windows `seen`, then removes
+  // from the manifest those resolved and not widened since. No lock held.
+  void resolve_upload_windows(Staged& s, const std::string& key,
+                              const std::vector<staging::UploadWindow>& seen);
   // Lets go of an inode's staged file once nothing needs it (exported, no
   // handle open). Locked.
   void drop_staged_if_done(Inode& n);
@@ -409,6 +419,8 @@ class FileSystem {
   std::map<std::string, std::weak_ptr<BlockFetcher>> fetchers_;  // GUARDED_BY(mu_)
   std::set<std::string> deleted_locally_;                        // GUARDED_BY(mu_)
   std::map<std::string, std::weak_ptr<Staged>> recovered_;       // GUARDED_BY(mu_)
+  std::mutex live_uploads_mu_;                                   // taken alone
+  std::multiset<std::string> live_uploads_;                      // GUARDED_BY(live_uploads_mu_)
   std::unique_ptr<Exporter> exporter_;
 };
 

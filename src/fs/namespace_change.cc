@@ -193,8 +193,11 @@ Status FileSystem::unlink(Ino parent, const std::string& name) {
     }
     // Nothing will complete its streamed upload: abort it (best effort; parts
     // still in flight fail against the aborted upload).
-    if (!upload_id.empty())
+    if (!upload_id.empty()) {
+      metrics_.count_request("AbortMultipartUpload");
       (void)client_.abort_multipart_upload(options_.bucket, upload_key, upload_id);
+      upload_ended(upload_id);
+    }
   }
   io = {};
   std::lock_guard lock(mu_);
@@ -472,6 +475,7 @@ Status FileSystem::rename(Ino parent, const std::string& name, Ino new_parent,
   }
 
   std::shared_ptr<Staged> to_export;
+  std::pair<std::string, std::string> replaced_upload;  // key, id
   {
     std::lock_guard lock(mu_);
     Inode* dir = find(parent);
@@ -487,6 +491,10 @@ Status FileSystem::rename(Ino parent, const std::string& name, Ino new_parent,
           std::lock_guard sl(r->staged->mu);
           r->staged->unlinked = true;
           (void)r->staged->store.remove(r->staged->manifest.id);
+          if (!r->staged->manifest.upload_id.empty()) {
+            const auto& m = r->staged->manifest;
+            replaced_upload = {m.upload_key.empty() ? m.key : m.upload_key, m.upload_id};
+          }
         }
         if (auto k = ino_by_key_.find(r->key); k != ino_by_key_.end() && k->second == replaced) {
           ino_by_key_.erase(k);
@@ -517,6 +525,13 @@ Status FileSystem::rename(Ino parent, const std::string& name, Ino new_parent,
   }
   src_io = {};
   dst_io = {};
+  // The replaced file's streamed upload: nothing will complete it (best effort).
+  if (!replaced_upload.second.empty()) {
+    metrics_.count_request("AbortMultipartUpload");
+    (void)client_.abort_multipart_upload(options_.bucket, replaced_upload.first,
+                                         replaced_upload.second);
+    upload_ended(replaced_upload.second);
+  }
   // A staged file nobody has open goes out now, under its new name.
   if (to_export) {
     Status st = export_staged(to_export);

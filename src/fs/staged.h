@@ -65,10 +65,6 @@ struct FileSystem::Staged {
   bool last_write_sequential = false;
   // Only a file written from offset 0 on (new, or emptied) streams its parts.
   bool streamable = true;
-  // An upload created since the manifest's upload windows opened may still be
-  // in S3 (an abort failed, or an export failed after creating one): the
-  // windows stay until abort_unrecorded_uploads() has resolved them.
-  bool unresolved_upload = false;
 
   bool dirty() const { return exported != generation; }
   // Records in the manifest that the file differs from its object, so a
@@ -80,8 +76,9 @@ struct FileSystem::Staged {
   }
   // Opens (or widens) the manifest's upload window for `key` and saves it; done
   // before each CreateMultipartUpload, so that a crash before the upload's id
-  // is recorded leaves what the next start needs to find it. Under mu.
-  Status note_upload_intent(const std::string& key);
+  // is recorded leaves what the next start needs to find it. A failed save is
+  // logged, not returned (see export.cc). Under mu.
+  void note_upload_intent(const std::string& key);
 };
 
 // The write path's threads: workers that upload streamed parts, and one that

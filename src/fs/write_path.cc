@@ -397,10 +397,12 @@ Result<size_t> FileSystem::write(uint64_t fh, uint64_t offset, std::string_view 
     // keeps the id until the abort succeeded (else recovery aborts it).
     if (!abort_upload.second.empty() && exporter_) {
       exporter_->submit([this, s, abort_upload] {
+        metrics_.count_request("AbortMultipartUpload");
         if (!client_.abort_multipart_upload(options_.bucket, abort_upload.first,
                                             abort_upload.second)) {
           return;
         }
+        upload_ended(abort_upload.second);
         std::lock_guard l(s->mu);
         if (s->manifest.upload_id == abort_upload.second) {
           s->manifest.upload_id.clear();

@@ -794,7 +794,9 @@ TEST_F(WritePathTest, UploadWindowsStayInTheManifestWhileS3CannotListUploads) {
   EXPECT_EQ(uploads_of("p/kept"), std::set<std::string>{*lost});
 
   client_.clear();
-  mount(multipart_options());  // the next start
+  const int lists = store_.request_count("ListMultipartUploads");  // uploads_of() counts too
+  mount(multipart_options());                                      // the next start
+  EXPECT_EQ(store_.request_count("ListMultipartUploads"), lists + 1);
   EXPECT_TRUE(uploads_of("p/kept").empty()) << "the next start aborts it";
   after = manifest(kept.id);
   ASSERT_TRUE(after);
@@ -803,13 +805,20 @@ TEST_F(WritePathTest, UploadWindowsStayInTheManifestWhileS3CannotListUploads) {
 
 TEST_F(WritePathTest, AnUploadWhoseCreateAnswerWasLostIsAbortedOnceTheFileIsExported) {
   auto& fs = mount(multipart_options());
-  // A file whose uploads all went well asks S3 for nothing more.
+  // A file of one PUT creates no upload and looks for none; a multipart export
+  // looks once, and aborts nothing when nothing was left.
+  uint64_t fh = create_and_write(fs, "small", "small");
+  ASSERT_TRUE(fs.flush(fh));
+  fs.release(fh);
+  EXPECT_EQ(store_.request_count("ListMultipartUploads"), 0);
   const std::string plain = random_bytes(3 * kPart, 10);
-  uint64_t fh = create_and_write(fs, "plain", plain);
+  fh = create_and_write(fs, "plain", plain);
   ASSERT_TRUE(fs.flush(fh));
   fs.release(fh);
   EXPECT_EQ(object("p/plain"), plain);
-  EXPECT_EQ(store_.request_count("ListMultipartUploads"), 0);
+  EXPECT_EQ(store_.request_count("ListMultipartUploads"), 1);
+  const int aborts = store_.request_count("AbortMultipartUpload");
+  EXPECT_EQ(aborts, 0);
 
   client_.lose_next_create_answer();  // the streamed upload's create
   const std::string data = random_bytes(3 * kPart, 11);
@@ -819,8 +828,54 @@ TEST_F(WritePathTest, AnUploadWhoseCreateAnswerWasLostIsAbortedOnceTheFileIsExpo
   fs.release(fh);
   EXPECT_EQ(object("p/f"), data);
   EXPECT_TRUE(uploads_of("p/f").empty()) << "the upload whose answer was lost is left in S3";
-  EXPECT_GE(store_.request_count("ListMultipartUploads"), 1);
+  EXPECT_EQ(store_.request_count("AbortMultipartUpload"), aborts + 1);
   EXPECT_TRUE(staging_empties());
+}
+
+TEST_F(WritePathTest, AWholeFileUploadSavesItsWindowBeforeItsCreate) {
+  auto& fs = mount(multipart_options(), /*start=*/false);  // no retry thread
+  // Written backwards: not streamed, so the export is one whole-file upload,
+  // whose id is never recorded. Its completion fails: the window must be on
+  // disk, as a kill during the upload would find it.
+  client_.fail_all(network_error(), "CompleteMultipartUpload");
+  const std::string data = random_bytes(3 * kPart, 12);
+  auto c = fs.create(kRootIno, "back", 0644, O_WRONLY | O_CREAT, {1000, 1000});
+  ASSERT_TRUE(c);
+  for (size_t off = data.size(); off > 0;) {
+    const size_t len = std::min<size_t>(kMiB, off);
+    off -= len;
+    ASSERT_TRUE(fs.write(c->second.fh, off, std::string_view(data).substr(off, len)));
+  }
+  const int64_t before = wall_ns();
+  ASSERT_FALSE(fs.flush(c->second.fh));
+  auto listed = staging_->list();
+  ASSERT_TRUE(listed);
+  ASSERT_EQ(listed->size(), 1u);
+  ASSERT_EQ((*listed)[0].upload_windows.size(), 1u);
+  const auto& w = (*listed)[0].upload_windows[0];
+  EXPECT_EQ(w.key, "p/back");
+  EXPECT_GE(w.to_ns, before);
+  EXPECT_EQ(store_.request_count("CreateMultipartUpload"), 1) << "one whole-file upload";
+
+  client_.clear();
+  ASSERT_TRUE(fs.flush(c->second.fh));
+  fs.release(c->second.fh);
+  EXPECT_EQ(object("p/back"), data);
+  EXPECT_TRUE(uploads_of("p/back").empty());
+  EXPECT_TRUE(staging_empties());
+}
+
+TEST_F(WritePathTest, AnExportSucceedsWhenS3CannotListUploads) {
+  auto& fs = mount(multipart_options());
+  client_.fail_all(access_denied(), "ListMultipartUploads");
+  const std::string data = random_bytes(3 * kPart, 13);
+  uint64_t fh = create_and_write(fs, "f", data);
+  Status st = fs.flush(fh);
+  ASSERT_TRUE(st) << "looking for uploads left behind is not part of the export: "
+                  << st.error().describe();
+  fs.release(fh);
+  EXPECT_EQ(object("p/f"), data);
+  EXPECT_TRUE(uploads_of("p/f").empty());
 }
 
 TEST_F(WritePathTest, StagedFileMarkedWriteFailedIsKeptAndNeverExported) {

@@ -157,6 +157,7 @@ Result<std::string> upload_from_fd(ObjectClient& client, int fd, uint64_t size,
   auto upload_id = client.create_multipart_upload(target.bucket, target.key, target.metadata,
                                                   target.content_type);
   if (!upload_id) return std::unexpected(upload_id.error());
+  if (options.created) options.created(*upload_id);
   std::vector<CompletedPart> done(parts);
   Status st = run_parallel(parts, options.concurrency, [&](int i) -> Status {
     uint64_t off = static_cast<uint64_t>(i) * part;
@@ -182,7 +183,9 @@ Result<std::vector<UploadInfo>> uploads_of_key(ObjectClient& client, const std::
                                                const std::string& key) {
   std::vector<UploadInfo> out;
   std::string key_marker, id_marker;
-  for (;;) {
+  // One key's uploads fill a page or two; a server that pages on and on is
+  // stopped rather than followed forever.
+  for (int pages = 0; pages < 1000; ++pages) {
     auto page = client.list_multipart_uploads(bucket, key, key_marker, id_marker);
     if (!page) return std::unexpected(page.error());
     for (auto& u : page->uploads) {
@@ -196,6 +199,8 @@ Result<std::vector<UploadInfo>> uploads_of_key(ObjectClient& client, const std::
     key_marker = std::move(page->next_key_marker);
     id_marker = std::move(page->next_upload_id_marker);
   }
+  return fail(ErrorCode::kMalformedResponse,
+              "ListMultipartUploads of " + key + ": more than 1000 pages for one key");
 }
 
 Result<std::string> copy_any_size(ObjectClient& client, const CopyObjectRequest& req, uint64_t size,
@@ -217,6 +222,7 @@ Result<std::string> copy_any_size(ObjectClient& client, const CopyObjectRequest&
   }
   auto upload_id = client.create_multipart_upload(req.bucket, req.key, meta, type);
   if (!upload_id) return std::unexpected(upload_id.error());
+  if (options.created) options.created(*upload_id);
   std::vector<CompletedPart> done(parts);
   Status st = run_parallel(parts, options.concurrency, [&](int i) -> Status {
     uint64_t off = static_cast<uint64_t>(i) * part;

@@ -24,6 +24,9 @@ struct TransferOptions {
   uint64_t copy_part_size = 512 * kMiB;
   // Called from worker threads with the number of bytes just moved.
   std::function<void(uint64_t)> progress;
+  // Called with a multipart upload's id as soon as it exists (before any part),
+  // so that a caller can tell its own uploads from ones left behind.
+  std::function<void(const std::string&)> created;
 };
 
 // The part size to use for `size` bytes: at least `wanted` and 5 MiB, and
