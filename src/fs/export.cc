@@ -63,11 +63,17 @@ std::chrono::system_clock::time_point wall_time(int64_t ns) {
 void FileSystem::Staged::note_upload_intent(const std::string& key) {
   const int64_t now = wall_now_ns();
   auto& windows = manifest.upload_windows;
-  auto w = std::ranges::find(windows, key, &staging::UploadWindow::key);
-  if (w == windows.end()) {
-    windows.push_back({key, now, now});
-  } else {
+  // The key's last window grows by a create soon after its last one; a later
+  // create opens a new window, so that no window spans hours of other
+  // clients' uploads. `creates` tells a window that grew from one seen
+  // before, even if the clock went back.
+  auto w = std::ranges::find(windows.rbegin(), windows.rend(), key, &staging::UploadWindow::key);
+  const int64_t soon = std::chrono::duration_cast<std::chrono::nanoseconds>(kCreateTime).count();
+  if (w != windows.rend() && now <= w->to_ns + soon) {
     w->to_ns = std::max(w->to_ns, now);
+    w->creates++;
+  } else {
+    windows.push_back({key, now, now, 1});
   }
   if (unlinked) return;  // its manifest is gone; its upload is aborted at once
   if (Status st = store.save(manifest); !st) {
@@ -76,6 +82,27 @@ void FileSystem::Staged::note_upload_intent(const std::string& key) {
     spdlog::warn("staging: {} (a crash before s3://{}/{} is exported may leave an upload)",
                  st.error().describe(), manifest.bucket, key);
   }
+}
+
+void FileSystem::create_begins(const std::string& key) {
+  std::lock_guard lock(live_uploads_mu_);
+  creating_[key]++;
+}
+
+void FileSystem::create_ends(const std::string& key) {
+  std::lock_guard lock(live_uploads_mu_);
+  if (auto it = creating_.find(key); it != creating_.end() && --it->second <= 0)
+    creating_.erase(it);
+}
+
+void FileSystem::look_for_uploads_later(std::vector<staging::UploadWindow> windows) {
+  if (windows.empty() || !exporter_) return;
+  exporter_->submit([this, windows = std::move(windows)]() mutable {
+    if (Status st = abort_unrecorded_uploads(windows); !st) {
+      spdlog::warn("staging: cannot look for the uploads of a deleted file: {}",
+                   st.error().describe());
+    }
+  });
 }
 
 void FileSystem::upload_started(const std::string& id) {
@@ -89,29 +116,39 @@ void FileSystem::upload_ended(const std::string& id) {
 }
 
 Status FileSystem::abort_unrecorded_uploads(std::vector<staging::UploadWindow>& windows) {
-  while (!windows.empty()) {
-    const staging::UploadWindow& w = windows.back();
-    metrics_.count_request("ListMultipartUploads");
-    auto uploads = s3::uploads_of_key(client_, options_.bucket, w.key);
-    if (!uploads) return std::unexpected(uploads.error());
-    const auto from = wall_time(w.from_ns) - kClockSkew;
-    const auto to = wall_time(w.to_ns) + kClockSkew + kCreateTime;
-    for (const auto& u : *uploads) {
+  std::map<std::string, std::vector<s3::UploadInfo>> listed;  // one look per key
+  for (auto w = windows.begin(); w != windows.end();) {
+    auto known = listed.find(w->key);
+    if (known == listed.end()) {
+      metrics_.count_request("ListMultipartUploads");
+      auto uploads = s3::uploads_of_key(client_, options_.bucket, w->key);
+      if (!uploads) return std::unexpected(uploads.error());
+      known = listed.emplace(w->key, std::move(*uploads)).first;
+    }
+    const auto from = wall_time(w->from_ns) - kClockSkew;
+    const auto to = wall_time(w->to_ns) + kClockSkew + kCreateTime;
+    bool resolved = true;
+    for (const auto& u : known->second) {
       // Uploads of the key from other times are someone else's: left alone.
       if (u.initiated < from || u.initiated > to) continue;
       {
         std::lock_guard lock(live_uploads_mu_);
         if (live_uploads_.contains(u.upload_id)) continue;  // this process's, in use
+        if (creating_.contains(w->key)) {
+          // A create of the key has not answered yet: this may be its upload.
+          resolved = false;  // the window stays for the next look
+          continue;
+        }
       }
       metrics_.count_request("AbortMultipartUpload");
-      Status st = client_.abort_multipart_upload(options_.bucket, w.key, u.upload_id);
+      Status st = client_.abort_multipart_upload(options_.bucket, w->key, u.upload_id);
       if (!st && st.error().code != ErrorCode::kNoSuchUpload) return st;
       if (st) {
         spdlog::info("staging: aborted multipart upload {} of s3://{}/{}, left unrecorded",
-                     u.upload_id, options_.bucket, w.key);
+                     u.upload_id, options_.bucket, w->key);
       }
     }
-    windows.pop_back();
+    w = resolved ? windows.erase(w) : w + 1;
   }
   return {};
 }
@@ -308,10 +345,14 @@ Status FileSystem::start_write_path() {
       }
       if (windows != m.upload_windows) {
         m.upload_windows = std::move(windows);
-        if (Status saved = options_.staging->save(m); !saved) return saved;
+        if (Status saved = options_.staging->save(m); !saved) {
+          // Only a look to repeat at the next start: no reason to fail this one.
+          spdlog::warn("staging: {}", saved.error().describe());
+        }
       }
     }
-    if (!m.modified && !m.write_failed && !m.base_etag.empty() && m.upload_windows.empty()) {
+    if (!m.modified && !m.write_failed && !m.base_etag.empty()) {
+      if (!m.upload_windows.empty()) continue;  // kept for the next start's look
       // A copy of its object that nobody changed: S3 has it already.
       if (Status st = options_.staging->remove(m.id); !st) {
         spdlog::warn("staging: {}", st.error().describe());
@@ -393,6 +434,7 @@ void FileSystem::stream_parts(const std::shared_ptr<Staged>& s) {
           s->note_upload_intent(key);
         }
         metrics_.count_request("CreateMultipartUpload");
+        CreateInFlight creating(*this, key);
         id = client_.create_multipart_upload(options_.bucket, key, meta, content_type);
         if (id) upload_started(*id);
         return {};
@@ -521,13 +563,16 @@ Status FileSystem::export_staged(const std::shared_ptr<Staged>& s) {
 
   // Runs a transfer whose multipart upload, once created, is this process's
   // until the transfer returns (completed, or aborted by the transfer).
-  auto copy_or_upload = [this](s3::TransferOptions t, auto&& run) {
+  auto copy_or_upload = [this, &key](s3::TransferOptions t, auto&& run) {
     std::string created;
     t.created = [&](const std::string& id) {
       created = id;
       upload_started(id);
     };
-    auto r = run(t);
+    auto r = [&] {
+      CreateInFlight creating(*this, key);
+      return run(t);
+    }();
     if (!created.empty()) upload_ended(created);
     return r;
   };

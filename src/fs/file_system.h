@@ -371,6 +371,22 @@ class FileSystem {
   // completed or aborted: abort_unrecorded_uploads() leaves them alone.
   void upload_started(const std::string& id);
   void upload_ended(const std::string& id);
+  // Around a request that may create an upload of `key`, until its id (if
+  // any) is registered: abort_unrecorded_uploads() aborts no unknown upload of
+  // a key with a create in flight.
+  void create_begins(const std::string& key);
+  void create_ends(const std::string& key);
+  struct CreateInFlight {
+    CreateInFlight(FileSystem& f, const std::string& k) : fs(f), key(k) { fs.create_begins(key); }
+    ~CreateInFlight() { fs.create_ends(key); }
+    CreateInFlight(const CreateInFlight&) = delete;
+    CreateInFlight& operator=(const CreateInFlight&) = delete;
+    FileSystem& fs;
+    const std::string key;
+  };
+  // Looks for the uploads `windows` name in the exporter (a file deleted or
+  // replaced with windows open, whose manifest goes); logged, not returned.
+  void look_for_uploads_later(std::vector<staging::UploadWindow> windows);
   // After a successful export of `s` (to `key`) that created multipart
   // uploads: abort_unrecorded_uploads() for the windows `seen`, then removes
   // from the manifest those resolved and not widened since. No lock held.
@@ -421,6 +437,7 @@ class FileSystem {
   std::map<std::string, std::weak_ptr<Staged>> recovered_;       // GUARDED_BY(mu_)
   std::mutex live_uploads_mu_;                                   // taken alone
   std::multiset<std::string> live_uploads_;                      // GUARDED_BY(live_uploads_mu_)
+  std::map<std::string, int> creating_;                          // GUARDED_BY(live_uploads_mu_)
   std::unique_ptr<Exporter> exporter_;
 };
 

@@ -182,9 +182,11 @@ Status FileSystem::unlink(Ino parent, const std::string& name) {
     // Open handles keep writing to it, as to an unlinked file; it is never
     // exported, and a crash from here on does not bring it back.
     std::string upload_id, upload_key;
+    std::vector<staging::UploadWindow> windows;
     {
       std::lock_guard sl(staged->mu);
       staged->unlinked = true;
+      windows = staged->manifest.upload_windows;
       upload_id = staged->manifest.upload_id;
       upload_key = staged->manifest.upload_key.empty() ? key : staged->manifest.upload_key;
       if (Status st = staged->store.remove(staged->manifest.id); !st) {
@@ -198,6 +200,7 @@ Status FileSystem::unlink(Ino parent, const std::string& name) {
       (void)client_.abort_multipart_upload(options_.bucket, upload_key, upload_id);
       upload_ended(upload_id);
     }
+    look_for_uploads_later(std::move(windows));
   }
   io = {};
   std::lock_guard lock(mu_);
@@ -476,6 +479,7 @@ Status FileSystem::rename(Ino parent, const std::string& name, Ino new_parent,
 
   std::shared_ptr<Staged> to_export;
   std::pair<std::string, std::string> replaced_upload;  // key, id
+  std::vector<staging::UploadWindow> replaced_windows;
   {
     std::lock_guard lock(mu_);
     Inode* dir = find(parent);
@@ -491,6 +495,7 @@ Status FileSystem::rename(Ino parent, const std::string& name, Ino new_parent,
           std::lock_guard sl(r->staged->mu);
           r->staged->unlinked = true;
           (void)r->staged->store.remove(r->staged->manifest.id);
+          replaced_windows = r->staged->manifest.upload_windows;
           if (!r->staged->manifest.upload_id.empty()) {
             const auto& m = r->staged->manifest;
             replaced_upload = {m.upload_key.empty() ? m.key : m.upload_key, m.upload_id};
@@ -532,6 +537,7 @@ Status FileSystem::rename(Ino parent, const std::string& name, Ino new_parent,
                                          replaced_upload.second);
     upload_ended(replaced_upload.second);
   }
+  look_for_uploads_later(std::move(replaced_windows));
   // A staged file nobody has open goes out now, under its new name.
   if (to_export) {
     Status st = export_staged(to_export);

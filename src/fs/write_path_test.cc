@@ -763,8 +763,17 @@ TEST_F(WritePathTest, UploadACrashLeftUnrecordedIsAbortedByTheNextStartAndOthers
   ASSERT_TRUE(staging_->save(kept));
   auto someone_elses = store_.create_multipart_upload("b", "p/kept", {}, "");
   ASSERT_TRUE(someone_elses);
+  // A file still being written at the crash is never exported: only the start
+  // can abort its upload.
+  auto writing = stage_by_hand("p/writing", "half", /*complete=*/false);
+  auto lost_writing = store_.create_multipart_upload("b", "p/writing", {}, "");
+  ASSERT_TRUE(lost_writing);
+  writing.upload_windows = {{"p/writing", sent, wall_ns()}};
+  ASSERT_TRUE(staging_->save(writing));
 
   auto& fs = mount(multipart_options());
+  EXPECT_TRUE(uploads_of("p/writing").empty())
+      << "upload " << *lost_writing << " of a kept file is still in S3 after the start";
   EXPECT_TRUE(eventually([&] { return object("p/big") == data; }))
       << "the recovered file was not exported";
   EXPECT_TRUE(eventually([&] { return uploads_of("p/big").empty(); }))
@@ -847,7 +856,16 @@ TEST_F(WritePathTest, AWholeFileUploadSavesItsWindowBeforeItsCreate) {
     ASSERT_TRUE(fs.write(c->second.fh, off, std::string_view(data).substr(off, len)));
   }
   const int64_t before = wall_ns();
+  // What a kill at the create would leave on disk.
+  std::optional<std::vector<staging::UploadWindow>> on_disk;
+  client_.before_create([&] {
+    auto m = staging_->list();
+    if (m && m->size() == 1) on_disk = (*m)[0].upload_windows;
+  });
   ASSERT_FALSE(fs.flush(c->second.fh));
+  ASSERT_TRUE(on_disk) << "the create was not sent";
+  ASSERT_EQ(on_disk->size(), 1u) << "no window on disk when the create was sent";
+  EXPECT_EQ((*on_disk)[0].key, "p/back");
   auto listed = staging_->list();
   ASSERT_TRUE(listed);
   ASSERT_EQ(listed->size(), 1u);
@@ -863,6 +881,43 @@ TEST_F(WritePathTest, AWholeFileUploadSavesItsWindowBeforeItsCreate) {
   EXPECT_EQ(object("p/back"), data);
   EXPECT_TRUE(uploads_of("p/back").empty());
   EXPECT_TRUE(staging_empties());
+}
+
+TEST_F(WritePathTest, TheLookForUploadsLeftLeavesAnotherFilesLiveUploadOfTheKeyAlone) {
+  auto& fs = mount(multipart_options());
+  // A streams an upload to p/k, then is renamed to p/k2 before it is closed:
+  // its window names p/k.
+  const std::string a_data = random_bytes(3 * kPart, 14);
+  uint64_t a = create_and_write(fs, "k", a_data);
+  std::set<std::string> a_upload;
+  ASSERT_TRUE(eventually([&] {
+    a_upload = uploads_of("p/k");
+    return a_upload.size() == 1;
+  }));
+  ASSERT_TRUE(fs.rename(kRootIno, "k", kRootIno, "k2", 0));
+  // B, a new p/k, streams its own upload to p/k and stays open.
+  const std::string b_data = random_bytes(3 * kPart, 15);
+  uint64_t b = create_and_write(fs, "k", b_data);
+  std::set<std::string> b_upload;
+  ASSERT_TRUE(eventually([&] {
+    b_upload.clear();
+    for (const auto& id : uploads_of("p/k")) {
+      if (!a_upload.contains(id)) b_upload.insert(id);
+    }
+    return b_upload.size() == 1;
+  })) << "B's streamed upload";
+  // A's export aborts its own upload of p/k and looks for uploads of p/k left
+  // behind: B's is live.
+  ASSERT_TRUE(fs.flush(a));
+  fs.release(a);
+  EXPECT_EQ(object("p/k2"), a_data);
+  EXPECT_EQ(uploads_of("p/k"), b_upload) << "A's look aborted B's upload";
+  const int creates = store_.request_count("CreateMultipartUpload");
+  ASSERT_TRUE(fs.flush(b));
+  fs.release(b);
+  EXPECT_EQ(object("p/k"), b_data);
+  EXPECT_EQ(store_.request_count("CreateMultipartUpload"), creates)
+      << "B completed its streamed upload, not a new one";
 }
 
 TEST_F(WritePathTest, AnExportSucceedsWhenS3CannotListUploads) {

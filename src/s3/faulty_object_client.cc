@@ -27,9 +27,15 @@ void FaultyObjectClient::lose_next_create_answer() {
   lose_create_ = true;
 }
 
+void FaultyObjectClient::before_create(std::function<void()> hook) {
+  std::lock_guard lock(mu_);
+  before_create_ = std::move(hook);
+}
+
 void FaultyObjectClient::clear() {
   std::lock_guard lock(mu_);
   lose_create_ = false;
+  before_create_ = nullptr;
   countdown_ = 0;
   nth_error_.reset();
   all_error_.reset();
@@ -133,6 +139,12 @@ Result<std::string> FaultyObjectClient::create_multipart_upload(const std::strin
                                                                 const UserMetadata& metadata,
                                                                 const std::string& content_type) {
   NACRE_INJECT("CreateMultipartUpload");
+  std::function<void()> hook;
+  {
+    std::lock_guard lock(mu_);
+    hook = before_create_;
+  }
+  if (hook) hook();
   auto id = inner_.create_multipart_upload(bucket, key, metadata, content_type);
   std::lock_guard lock(mu_);
   if (id && std::exchange(lose_create_, false)) {

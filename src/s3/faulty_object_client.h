@@ -9,6 +9,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <mutex>
 #include <optional>
 
@@ -31,6 +32,8 @@ class FaultyObjectClient : public ObjectClient {
   // The next CreateMultipartUpload reaches the inner client, whose upload is
   // made, and then fails with a network error: the answer was lost.
   void lose_next_create_answer();
+  // Called (unlocked) before each CreateMultipartUpload reaches the inner client.
+  void before_create(std::function<void()> hook);
   void delay_each(std::chrono::milliseconds delay) { delay_ms_ = delay.count(); }
   void clear();
 
@@ -67,13 +70,14 @@ class FaultyObjectClient : public ObjectClient {
 
   ObjectClient& inner_;
   std::mutex mu_;
-  int countdown_ = 0;                 // GUARDED_BY(mu_)
-  std::string countdown_op_;          // GUARDED_BY(mu_)
-  std::optional<Error> nth_error_;    // GUARDED_BY(mu_)
-  std::optional<Error> all_error_;    // GUARDED_BY(mu_)
-  std::string all_op_;                // GUARDED_BY(mu_)
-  std::optional<uint64_t> truncate_;  // GUARDED_BY(mu_)
-  bool lose_create_ = false;          // GUARDED_BY(mu_)
+  int countdown_ = 0;                    // GUARDED_BY(mu_)
+  std::string countdown_op_;             // GUARDED_BY(mu_)
+  std::optional<Error> nth_error_;       // GUARDED_BY(mu_)
+  std::optional<Error> all_error_;       // GUARDED_BY(mu_)
+  std::string all_op_;                   // GUARDED_BY(mu_)
+  std::optional<uint64_t> truncate_;     // GUARDED_BY(mu_)
+  bool lose_create_ = false;             // GUARDED_BY(mu_)
+  std::function<void()> before_create_;  // GUARDED_BY(mu_)
   std::atomic<long long> delay_ms_{0};
   std::atomic<bool> cancelled_{false};  // written under mu_, so delay waiters see it
   std::condition_variable cancel_cv_;   // wakes injected delays (waits on mu_)

@@ -51,7 +51,8 @@ std::string encode_manifest(const Manifest& m) {
   if (!m.upload_windows.empty()) {
     auto& w = j["upload_windows"] = nlohmann::json::array();
     for (const auto& u : m.upload_windows) {
-      w.push_back({{"key", u.key}, {"from_ns", u.from_ns}, {"to_ns", u.to_ns}});
+      w.push_back(
+          {{"key", u.key}, {"from_ns", u.from_ns}, {"to_ns", u.to_ns}, {"creates", u.creates}});
     }
   }
   return j.dump(2) + "\n";
@@ -82,7 +83,7 @@ Result<Manifest> decode_manifest(const std::string& text) {
     if (auto w = j.find("upload_windows"); w != j.end()) {
       for (const auto& u : w->get_ref<const nlohmann::json::array_t&>()) {
         m.upload_windows.push_back({u.at("key").get<std::string>(), u.at("from_ns").get<int64_t>(),
-                                    u.at("to_ns").get<int64_t>()});
+                                    u.at("to_ns").get<int64_t>(), u.value("creates", int64_t{1})});
       }
     }
     if (!valid_id(m.id) || m.bucket.empty() || m.key.empty()) {

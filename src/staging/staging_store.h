@@ -39,6 +39,7 @@ struct UploadWindow {
   std::string key;
   int64_t from_ns = 0;
   int64_t to_ns = 0;
+  int64_t creates = 1;  // creates noted in it: a window seen once is known unchanged
   bool operator==(const UploadWindow&) const = default;
 };
 

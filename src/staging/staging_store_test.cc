@@ -34,7 +34,7 @@ TEST(ManifestCodec, RoundTripsEveryField) {
   m.metadata = {{"file-mode", "0100644"}};
   m.content_type = std::string("text/plain");
   m.staged_at_ns = 42;
-  m.upload_windows = {{"old/k", 10, 20}, {"dir/k", 30, 40}};
+  m.upload_windows = {{"old/k", 10, 20, 1}, {"dir/k", 30, 40, 3}};
   auto back = decode_manifest(encode_manifest(m));
   ASSERT_TRUE(back) << back.error().describe();
   EXPECT_EQ(back->id, m.id);
