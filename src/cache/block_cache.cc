@@ -370,7 +370,15 @@ Result<std::shared_ptr<CachedObject>> BlockCache::open_files(Slot& slot) {
   // -1 where the file system has no O_DIRECT (then every block goes through pwrite).
   int direct =
       options_.direct_io ? ::open(e.data_path.c_str(), O_WRONLY | O_DIRECT | O_CLOEXEC) : -1;
-  std::shared_ptr<CachedObject> object(new CachedObject(this, slot.entry, ro, rw, direct, meta));
+  // Replies from a file still being filled read through an fd without read-ahead: the
+  // kernel's read-ahead would run into the holes of blocks not fetched yet and fill the
+  // page cache with zeroed pages (perf, cold 14 GiB read: 22 % of the daemon's CPU in
+  // ext4_mpage_readpages zeroing), which the blocks' writes then invalidate again. -1
+  // (the fd above is used) if it cannot be opened.
+  int sparse = ::open(e.data_path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (sparse >= 0) (void)::posix_fadvise(sparse, 0, 0, POSIX_FADV_RANDOM);
+  std::shared_ptr<CachedObject> object(
+      new CachedObject(this, slot.entry, ro, rw, direct, meta, sparse));
   slot.live = object;
   return object;
 }

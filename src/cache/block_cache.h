@@ -157,6 +157,9 @@ class CachedObject {
   // at offset i * block_size() and holds valid bytes once has_block(i) answered true or
   // write_block(i) succeeded. Valid until this object is destroyed, even after release().
   int data_fd() const;
+  // The fd a reply of cached bytes splices from: data_fd(), or while blocks are missing
+  // one of the same file opened without read-ahead (see open_files). Valid as data_fd().
+  int reply_fd() const;
 
   // Copies [offset, offset + len) into out. Every block touched must be present and
   // verified (checked as has_block does, without counting hits or misses).
@@ -183,7 +186,7 @@ class CachedObject {
  private:
   friend class BlockCache;
   CachedObject(BlockCache* cache, std::shared_ptr<detail::Entry> entry, int data_ro_fd,
-               int data_rw_fd, int data_direct_fd, int meta_fd);
+               int data_rw_fd, int data_direct_fd, int meta_fd, int data_sparse_fd);
 
   // has_block without the hit/miss count.
   bool check_block(uint64_t i);
@@ -204,6 +207,7 @@ class CachedObject {
   const int data_direct_fd_;  // O_WRONLY | O_DIRECT, or -1 when the file system refuses it
   std::atomic<bool> direct_failed_{false};  // an O_DIRECT write failed: pwrite from now on
   const int meta_fd_;
+  const int data_sparse_fd_;  // see reply_fd(); -1: none
 };
 
 class BlockCache {

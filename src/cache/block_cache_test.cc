@@ -451,6 +451,24 @@ TEST(BlockCache, VerifyAllAfterRestartDropsACorruptedBlockAndIsFalse) {
   EXPECT_TRUE(o->verify_all());
 }
 
+// Replies splice from reply_fd(): without read-ahead while blocks are missing (read-ahead
+// would zero-fill the holes), the read-ahead fd once the file is whole.
+TEST(BlockCache, ReplyFdAvoidsReadAheadOnlyWhileBlocksAreMissing) {
+  TempDir dir;
+  auto cache = open_cache(options(dir.path()));
+  const ObjectVersion v = version("a", 3 * 4096);
+  auto o = *cache->open_object(v);
+  ASSERT_TRUE(o->write_block(0, block_bytes("a", 0, 4096)).has_value());
+  const int sparse = o->reply_fd();
+  EXPECT_NE(sparse, o->data_fd()) << "a file with holes is read without read-ahead";
+  std::string got(4096, '\0');
+  ASSERT_EQ(::pread(sparse, got.data(), got.size(), 0), 4096);
+  EXPECT_EQ(got, block_bytes("a", 0, 4096)) << "the same file";
+  ASSERT_TRUE(o->write_block(1, block_bytes("a", 1, 4096)).has_value());
+  ASSERT_TRUE(o->write_block(2, block_bytes("a", 2, 4096)).has_value());
+  EXPECT_EQ(o->reply_fd(), o->data_fd()) << "a whole file is read with read-ahead";
+}
+
 TEST(BlockCache, VerifyAllIsFalseAfterRelease) {
   TempDir dir;
   auto cache = open_cache(options(dir.path()));

@@ -25,13 +25,14 @@ std::unexpected<Error> released_error(const ObjectVersion& v) {
 }  // namespace
 
 CachedObject::CachedObject(BlockCache* cache, std::shared_ptr<detail::Entry> entry, int data_ro_fd,
-                           int data_rw_fd, int data_direct_fd, int meta_fd)
+                           int data_rw_fd, int data_direct_fd, int meta_fd, int data_sparse_fd)
     : cache_(cache),
       entry_(std::move(entry)),
       data_ro_fd_(data_ro_fd),
       data_rw_fd_(data_rw_fd),
       data_direct_fd_(data_direct_fd),
-      meta_fd_(meta_fd) {}
+      meta_fd_(meta_fd),
+      data_sparse_fd_(data_sparse_fd) {}
 
 CachedObject::~CachedObject() {
   {
@@ -42,6 +43,7 @@ CachedObject::~CachedObject() {
   ::close(data_ro_fd_);
   ::close(data_rw_fd_);
   if (data_direct_fd_ >= 0) ::close(data_direct_fd_);
+  if (data_sparse_fd_ >= 0) ::close(data_sparse_fd_);
   ::close(meta_fd_);
 }
 
@@ -94,6 +96,12 @@ uint64_t CachedObject::block_count() const {
 }
 int CachedObject::data_fd() const {
   return data_ro_fd_;
+}
+
+int CachedObject::reply_fd() const {
+  if (data_sparse_fd_ < 0) return data_ro_fd_;
+  std::lock_guard lk(entry_->mu);
+  return entry_->present_bytes < entry_->version.size ? data_sparse_fd_ : data_ro_fd_;
 }
 
 uint64_t CachedObject::block_length(uint64_t i) const {

@@ -270,7 +270,7 @@ Result<ReadResult> FileSystem::read(uint64_t fh, uint64_t offset, size_t size) {
   if (!st) return std::unexpected(st.error());
   metrics_.read_bytes += length;
   if (auto in_memory = recent_blocks(*object, offset, length)) return std::move(*in_memory);
-  return ReadResult{object->data_fd(), offset, length, {}, {}, std::move(object)};
+  return ReadResult{object->reply_fd(), offset, length, {}, {}, std::move(object)};
 }
 
 std::optional<ReadResult> FileSystem::recent_blocks(cache::CachedObject& object, uint64_t offset,
