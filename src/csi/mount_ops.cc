@@ -18,6 +18,7 @@
 #include <memory>
 #include <sstream>
 #include <thread>
+#include <utility>
 
 extern char** environ;
 
@@ -116,7 +117,7 @@ Result<int> detach_mounts(const std::string& path) {
   return detached;
 }
 
-Status abort_fuse_connection(unsigned minor) {
+Result<FuseConnection> FuseConnection::open(unsigned minor) {
   const std::string dir = "/sys/fs/fuse/connections";
   struct stat st {};
   if (::stat((dir + "/" + std::to_string(minor)).c_str(), &st) != 0) {
@@ -128,14 +129,44 @@ Status abort_fuse_connection(unsigned minor) {
   const std::string abort = dir + "/" + std::to_string(minor) + "/abort";
   int fd = ::open(abort.c_str(), O_WRONLY | O_CLOEXEC);
   if (fd < 0) {
-    if (errno == ENOENT) return {};  // the connection is gone already
+    if (errno == ENOENT) return fail(ErrorCode::kNotFound, "FUSE connection " + abort + " is gone");
     return fail_errno("open " + abort, errno);
   }
-  ssize_t n = ::write(fd, "1", 1);
-  int err = errno;
-  ::close(fd);
-  if (n != 1) return fail_errno("write " + abort, err);
+  return FuseConnection(fd);
+}
+
+FuseConnection::FuseConnection(FuseConnection&& other) noexcept
+    : fd_(std::exchange(other.fd_, -1)) {}
+
+FuseConnection& FuseConnection::operator=(FuseConnection&& other) noexcept {
+  if (this != &other) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = std::exchange(other.fd_, -1);
+  }
+  return *this;
+}
+
+FuseConnection::~FuseConnection() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+Status FuseConnection::abort() const {
+  if (fd_ < 0) return {};
+  // The kernel takes the connection from the open file: one that has ended
+  // meanwhile makes this a no-op.
+  if (::write(fd_, "1", 1) != 1) {
+    if (errno == ENOTCONN || errno == ENODEV) return {};
+    return fail_errno("write fusectl abort", errno);
+  }
   return {};
+}
+
+Status abort_fuse_connection(unsigned minor) {
+  auto conn = FuseConnection::open(minor);
+  if (!conn)
+    return conn.error().code == ErrorCode::kNotFound ? Status{}
+                                                     : Status{std::unexpected(conn.error())};
+  return conn->abort();
 }
 
 Probe probe_path(const std::string& path, std::chrono::milliseconds deadline) {

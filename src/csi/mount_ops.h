@@ -39,7 +39,31 @@ std::optional<MountEntry> find_mount(const std::vector<MountEntry>& table, const
 // Ends the FUSE connection of the mount with device `minor` through the
 // kernel's fusectl (/sys/fs/fuse/connections/N/abort), mounting fusectl when
 // it is missing: requests in flight fail and the daemon's next read ends.
+// Only while that mount is known to be there: once a connection ends, the
+// next FUSE mount on the node may get its number (see FuseConnection).
 [[nodiscard]] Status abort_fuse_connection(unsigned minor);
+
+// One FUSE connection's abort control, opened while its mount is known to be
+// there, to abort it later (after a lazy unmount, say). Through the open file
+// the abort reaches that connection or, once it has ended, nothing: never the
+// connection of a newer mount that was given the same number.
+class FuseConnection {
+ public:
+  FuseConnection() = default;
+  // Mounts fusectl when it is missing. A connection already gone is kNotFound.
+  [[nodiscard]] static Result<FuseConnection> open(unsigned minor);
+  FuseConnection(FuseConnection&& other) noexcept;
+  FuseConnection& operator=(FuseConnection&& other) noexcept;
+  FuseConnection(const FuseConnection&) = delete;
+  FuseConnection& operator=(const FuseConnection&) = delete;
+  ~FuseConnection();
+  bool valid() const { return fd_ >= 0; }
+  [[nodiscard]] Status abort() const;
+
+ private:
+  explicit FuseConnection(int fd) : fd_(fd) {}
+  int fd_ = -1;  // /sys/fs/fuse/connections/N/abort, O_WRONLY
+};
 
 // How a mount answers: statvfs with a deadline, on a thread left behind if the
 // file system never answers (a hung FUSE daemon must not hang the caller).

@@ -545,6 +545,13 @@ void Node::stop_mount(const std::string& key) {
     preloads_.erase(p);
   }
   auto entry = find_mount(read_mountinfo(), m.dir);
+  // Taken before the unmount: once the connection ends, its number goes to the
+  // next FUSE mount on the node, whose connection a later abort by number
+  // would end instead (another pod's volume).
+  FuseConnection conn;
+  if (entry && entry->fs_type == "fuse.nacre") {
+    if (auto c = FuseConnection::open(entry->minor)) conn = std::move(*c);
+  }
   std::string how = "unmounted";
   drop_private_source(key);
   // Shared with the mounter's and the host's copies: the unmount reaches them.
@@ -556,11 +563,7 @@ void Node::stop_mount(const std::string& key) {
     ::kill(m.pid, SIGTERM);
     how = "stopped with SIGTERM";
     if (!wait_exit(m.pid, m.dir, std::chrono::milliseconds(2000))) {
-      if (entry) {
-        if (auto a = abort_fuse_connection(entry->minor); !a) {
-          spdlog::warn("mount {}: {}", key, a.error().describe());
-        }
-      }
+      if (auto a = conn.abort(); !a) spdlog::warn("mount {}: {}", key, a.error().describe());
       if (process_alive(m.pid, m.dir)) ::kill(m.pid, SIGKILL);
       how = "aborted and killed";
       wait_exit(m.pid, m.dir, std::chrono::milliseconds(1000));
