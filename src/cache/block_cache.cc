@@ -177,6 +177,10 @@ BlockCache::BlockCache(CacheOptions options, int lock_fd)
       buffers_(BlockBufferPool::create(options_.block_size)) {}
 
 BlockCache::~BlockCache() {
+  if (start_checker_.joinable()) {
+    start_checker_.request_stop();
+    start_checker_.join();
+  }
   ::close(lock_fd_);
 }
 
@@ -365,6 +369,12 @@ Result<std::shared_ptr<CachedObject>> BlockCache::open_files(Slot& slot) {
     int err = errno;
     if (ro >= 0) ::close(ro);
     if (rw >= 0) ::close(rw);
+    // Only files that are gone make the entry unusable; any other failure (EMFILE, ENFILE,
+    // EACCES) is reported and the entry kept, so a short moment without fds cannot drop
+    // gigabytes of cached data.
+    if (err == ENOENT) {
+      return fail(ErrorCode::kNotFound, "cache files of " + e.version.key + " are gone");
+    }
     return fail_errno("open cache files of " + e.version.key, err);
   }
   // -1 where the file system has no O_DIRECT (then every block goes through pwrite).
@@ -374,8 +384,13 @@ Result<std::shared_ptr<CachedObject>> BlockCache::open_files(Slot& slot) {
   // kernel's read-ahead would run into the holes of blocks not fetched yet and fill the
   // page cache with zeroed pages (perf, cold 14 GiB read: 22 % of the daemon's CPU in
   // ext4_mpage_readpages zeroing), which the blocks' writes then invalidate again. -1
-  // (the fd above is used) if it cannot be opened.
-  int sparse = ::open(e.data_path.c_str(), O_RDONLY | O_CLOEXEC);
+  // (the fd above is used) if it cannot be opened or the file is whole already.
+  bool whole;
+  {
+    std::lock_guard entry_lk(slot.entry->mu);
+    whole = e.present_bytes >= e.version.size;
+  }
+  int sparse = whole ? -1 : ::open(e.data_path.c_str(), O_RDONLY | O_CLOEXEC);
   if (sparse >= 0) (void)::posix_fadvise(sparse, 0, 0, POSIX_FADV_RANDOM);
   std::shared_ptr<CachedObject> object(
       new CachedObject(this, slot.entry, ro, rw, direct, meta, sparse));
@@ -400,7 +415,9 @@ Result<std::shared_ptr<CachedObject>> BlockCache::open_object(const ObjectVersio
       if (auto live = slot.live.lock()) return live;
       auto opened = open_files(slot);
       if (opened) return opened;
-      // Files removed behind our back: forget the entry and start a new one.
+      // Files removed behind our back: forget the entry and start a new one. Any other
+      // failure (no fd left) keeps the entry for the next open.
+      if (opened.error().code != ErrorCode::kNotFound) return opened;
     }
     if (Status r = drop_locked(it, false); !r) return std::unexpected(r.error());
   }
@@ -471,6 +488,8 @@ CacheStats BlockCache::stats() const {
   s.evictions = evictions_.load(std::memory_order_relaxed);
   s.bad_blocks = bad_blocks_.load(std::memory_order_relaxed);
   s.refused_writes = refused_writes_.load(std::memory_order_relaxed);
+  s.checked_bytes = checked_bytes_.load(std::memory_order_relaxed);
+  s.start_check_running = start_check_running_.load();
   return s;
 }
 

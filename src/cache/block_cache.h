@@ -25,6 +25,9 @@
 // whatever the umask): the cache holds other tenants' data and key names. A
 // directory that already exists (the user's --cache-dir) keeps its mode.
 //
+// After a restart, start_check() reads back the whole entries an earlier process left
+// on a thread of its own, so the first open of a model finds it checked.
+//
 // One process per cache directory: open() takes an exclusive flock on
 // dir/v1/LOCK. The cache knows nothing of S3, FUSE or Kubernetes.
 //
@@ -43,8 +46,10 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <stop_token>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <unordered_map>
 
 #include "cache/block_buffer.h"
@@ -88,6 +93,11 @@ struct CacheStats {
   // Blocks not stored because nothing evictable was left to stay within max_bytes and
   // above min_free_bytes (every other entry was held): those bytes were served uncached.
   uint64_t refused_writes = 0;
+  // Bytes an earlier process left that were read back and checked against their CRC,
+  // by reads, by opens (verify_all) and by the check at start (start_check).
+  uint64_t checked_bytes = 0;
+  // True from start_check() until its thread has finished (or was stopped).
+  bool start_check_running = false;
 };
 
 // What is known of a block without reading it.
@@ -173,7 +183,8 @@ class CachedObject {
   // file may be handed to a reader that bypasses this class (FUSE passthrough). Reads
   // in order, with the kernel's read-ahead, so the cost is about one sequential read of
   // the unverified part; no hit or miss is counted.
-  [[nodiscard]] bool verify_all();
+  // A stop requested through `stop` ends the check early, with false.
+  [[nodiscard]] bool verify_all(std::stop_token stop = {});
 
   // Bytes of blocks present (including ones from an earlier process not yet verified);
   // 0 once released().
@@ -244,6 +255,17 @@ class BlockCache {
 
   CacheStats stats() const;
 
+  // Checks, on a thread of its own, the blocks an earlier process left in whole entries
+  // (every block present), most recently used entry first, reading at most `max_bytes`;
+  // an entry that does not fit in what is left is skipped. The first open after a
+  // restart then finds its file verified and hands it to FUSE passthrough at once,
+  // instead of reading all of it before the open returns (verify_all); a block that
+  // fails its check is dropped, as there. The check does not mark entries used. Call
+  // once, after any fork (the thread does not survive one); the destructor stops it
+  // between two blocks and joins it. Progress: stats().start_check_running and
+  // checked_bytes.
+  void start_check(uint64_t max_bytes);
+
   const CacheOptions& options() const { return options_; }
 
  private:
@@ -273,6 +295,8 @@ class BlockCache {
   // Charges `len` bytes of a block about to be written to the entry and used_bytes_.
   Status reserve(detail::Entry& entry, uint64_t len);
   Result<std::shared_ptr<CachedObject>> open_files(Slot& slot);
+  // The body of start_check's thread.
+  void run_start_check(uint64_t max_bytes, std::stop_token stop);
 
   const CacheOptions options_;
   const int lock_fd_;
@@ -290,7 +314,11 @@ class BlockCache {
   std::atomic<uint64_t> bad_blocks_{0};
   std::atomic<uint64_t> refused_writes_{0};
   std::atomic<uint64_t> recent_bytes_{0};  // sum of the entries' recent blocks
+  std::atomic<uint64_t> checked_bytes_{0};
+  std::atomic<bool> start_check_running_{false};
   const std::shared_ptr<BlockBufferPool> buffers_;
+  // Stopped and joined first thing in the destructor.
+  std::jthread start_checker_;
 };
 
 }  // namespace nacre::cache

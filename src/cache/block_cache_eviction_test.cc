@@ -1,9 +1,13 @@
 // Eviction: the byte budget, the free-space floor (through the probe hook and on a
 // real, tiny tmpfs) and a full disk.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
+#include <filesystem>
 #include <random>
 #include <thread>
 
@@ -26,6 +30,50 @@ constexpr uint64_t kBlock = 4096;
 // File mtimes come from a coarse kernel clock; spacing steps out keeps their order.
 void tick() {
   std::this_thread::sleep_for(std::chrono::milliseconds(20));
+}
+
+// Regression: an open that failed for want of fds (EMFILE) was taken for "the files were
+// removed" and dropped the whole entry with its cached blocks.
+TEST(BlockCacheEviction, NoFdLeftKeepsTheEntryAndItsBlocks) {
+  TempDir dir;
+  auto cache = open_cache(options(dir.path()));
+  const ObjectVersion v = version("a", 2 * kBlock);
+  fill(**cache->open_object(v));  // the object is let go at once: the next open opens files
+  rlimit saved{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &saved), 0);
+  const int lowest_free = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(lowest_free, 0);
+  ::close(lowest_free);
+  rlimit tight = saved;
+  tight.rlim_cur = static_cast<rlim_t>(lowest_free) + 1;  // room for one fd, not for five
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &tight), 0);
+  auto starved = cache->open_object(v);
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &saved), 0);
+  ASSERT_FALSE(starved.has_value()) << "an open with one fd left cannot open the entry's files";
+  EXPECT_EQ(starved.error().code, ErrorCode::kIo);
+  EXPECT_NE(starved.error().message.find("Too many open files"), std::string::npos)
+      << starved.error().describe();
+  EXPECT_EQ(cache->cached_bytes(v), 2 * kBlock) << "the entry and its blocks are kept";
+  auto again = cache->open_object(v);
+  ASSERT_TRUE(again.has_value()) << again.error().describe();
+  std::string got(kBlock, '\0');
+  ASSERT_TRUE((*again)->read(kBlock, kBlock, got.data()).has_value());
+  EXPECT_EQ(got, block_bytes("a", 1, kBlock));
+  EXPECT_EQ((*again)->reply_fd(), (*again)->data_fd())
+      << "a whole entry needs no fd without read-ahead";
+}
+
+TEST(BlockCacheEviction, RemovedFilesStartANewEntry) {
+  TempDir dir;
+  auto cache = open_cache(options(dir.path()));
+  const ObjectVersion v = version("a", 2 * kBlock);
+  fill(**cache->open_object(v));
+  for (const auto& f : std::filesystem::recursive_directory_iterator(dir.path())) {
+    if (f.is_regular_file() && f.path().extension() == ".data") std::filesystem::remove(f);
+  }
+  auto again = cache->open_object(v);
+  ASSERT_TRUE(again.has_value()) << again.error().describe();
+  EXPECT_EQ(cache->cached_bytes(v), 0u) << "a new, empty entry";
 }
 
 TEST(BlockCacheEviction, EvictsLeastRecentlyUsedUnheldEntry) {

@@ -17,29 +17,16 @@ namespace nacre::cache {
 namespace {
 
 using testing::block_bytes;
+using testing::entry_path;
 using testing::fill;
+using testing::flip_byte;
 using testing::open_cache;
 using testing::options;
 using testing::TempDir;
 using testing::version;
 
-std::string entry_path(const std::string& dir, const ObjectVersion& v, const char* suffix) {
-  std::string h = format::entry_name(v);
-  return dir + "/v1/" + h.substr(0, 2) + "/" + h + suffix;
-}
-
 bool exists(const std::string& path) {
   return std::filesystem::exists(path);
-}
-
-void flip_byte(const std::string& path, uint64_t offset) {
-  int fd = ::open(path.c_str(), O_RDWR);
-  ASSERT_GE(fd, 0);
-  char c;
-  ASSERT_EQ(::pread(fd, &c, 1, static_cast<off_t>(offset)), 1);
-  c ^= 0x20;
-  ASSERT_EQ(::pwrite(fd, &c, 1, static_cast<off_t>(offset)), 1);
-  ::close(fd);
 }
 
 TEST(BlockCache, WritesReadBackByteExact) {

@@ -1,6 +1,7 @@
 // Helpers shared by the cache's unit tests (not part of the library).
 #pragma once
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <stdlib.h>
 #include <sys/mount.h>
@@ -12,6 +13,7 @@
 #include <string>
 
 #include "cache/block_cache.h"
+#include "cache/entry_format.h"
 
 namespace nacre::cache::testing {
 
@@ -85,6 +87,23 @@ inline void fill(CachedObject& object) {
     Status r = object.write_block(i, block_bytes(object.version().key, i, object.block_length(i)));
     ASSERT_TRUE(r.has_value()) << r.error().describe();
   }
+}
+
+// The path of an entry's file: suffix ".data" or ".meta".
+inline std::string entry_path(const std::string& dir, const ObjectVersion& v, const char* suffix) {
+  std::string h = format::entry_name(v);
+  return dir + "/v1/" + h.substr(0, 2) + "/" + h + suffix;
+}
+
+// Flips one bit of the byte at `offset` of a file (a corrupted cache file).
+inline void flip_byte(const std::string& path, uint64_t offset) {
+  int fd = ::open(path.c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  char c;
+  ASSERT_EQ(::pread(fd, &c, 1, static_cast<off_t>(offset)), 1);
+  c ^= 0x20;
+  ASSERT_EQ(::pwrite(fd, &c, 1, static_cast<off_t>(offset)), 1);
+  ::close(fd);
 }
 
 }  // namespace nacre::cache::testing

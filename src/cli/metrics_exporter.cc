@@ -78,6 +78,12 @@ class Collector : public prometheus::Collectable {
             static_cast<double>(stats.evictions));
     counter("nacre_cache_bad_blocks_total", "Cached blocks that failed their checksum",
             static_cast<double>(stats.bad_blocks));
+    counter("nacre_cache_checked_bytes_total",
+            "Cached bytes an earlier process left, read back and checked against their CRC",
+            static_cast<double>(stats.checked_bytes));
+    gauge("nacre_cache_start_check_running",
+          "1 while the check at start (--cache-check-at-start) reads the cache",
+          stats.start_check_running ? 1.0 : 0.0);
     counter(
         "nacre_cache_refused_blocks_total",
         "Blocks not cached because --cache-size or --cache-min-free was reached with data in use",

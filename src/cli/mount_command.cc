@@ -3,9 +3,12 @@
 #include <spdlog/sinks/rotating_file_sink.h>
 #include <spdlog/sinks/syslog_sink.h>
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <memory>
 
@@ -22,6 +25,20 @@
 namespace nacre::cli {
 
 namespace {
+
+// Every open cached file holds up to five fds and every FUSE open one more; a model of
+// many shards read by many workers outgrows the soft limit of 1024 that systemd and
+// container runtimes often leave. The hard limit is ours to take (what systemd asks
+// daemons to do); a failure only leaves the soft limit, and is logged once.
+void raise_open_file_limit() {
+  rlimit lim{};
+  if (::getrlimit(RLIMIT_NOFILE, &lim) != 0 || lim.rlim_cur >= lim.rlim_max) return;
+  const rlim_t was = lim.rlim_cur;
+  lim.rlim_cur = lim.rlim_max;
+  if (::setrlimit(RLIMIT_NOFILE, &lim) != 0) {
+    spdlog::warn("could not raise the open-file limit from {}: {}", was, std::strerror(errno));
+  }
+}
 
 int report(const Error& e) {
   std::fprintf(stderr, "nacre mount: error: %s\n", e.describe().c_str());
@@ -55,6 +72,7 @@ struct MountCommand {
   std::string hydrate_min_size = "64M";
   std::string passthrough = "auto";
   std::string passthrough_min_size = "8M";
+  std::string cache_check_at_start = "64G";
   int fetch_threads = 16;
   int fuse_threads = 16;
   std::string log_level = "info";
@@ -123,6 +141,8 @@ struct MountCommand {
           passthrough = value;
         else if (key == "passthrough-min-size")
           passthrough_min_size = value;
+        else if (key == "cache-check-at-start")
+          cache_check_at_start = value;
         else
           fuse_extra.push_back(opt);
       }
@@ -149,6 +169,9 @@ struct MountCommand {
     if (!max_bytes) return report(max_bytes.error());
     auto min_free_bytes = parse_bytes(min_free);
     if (!min_free_bytes) return report(min_free_bytes.error());
+    auto check_at_start =
+        cache_check_at_start == "off" ? Result<uint64_t>(0) : parse_bytes(cache_check_at_start);
+    if (!check_at_start) return report(check_at_start.error());
     auto hydrate =
         hydrate_min_size == "off" ? Result<uint64_t>(UINT64_MAX) : parse_bytes(hydrate_min_size);
     if (!hydrate) return report(hydrate.error());
@@ -184,6 +207,7 @@ struct MountCommand {
                                                  (src->prefix.empty() ? "" : "/" + src->prefix);
     cache_options.max_bytes = *max_bytes;
     cache_options.min_free_bytes = *min_free_bytes;
+    raise_open_file_limit();
     auto cache = cache::BlockCache::open(cache_options);
     if (!cache) return report(cache.error());
     // Files being written live beside the cache, under the cache directory's lock
@@ -256,6 +280,11 @@ struct MountCommand {
       pid_file_guard.path = pid_file;
     }
     pool.start();
+    // What an earlier process cached is checked now, not at its first open: a passthrough
+    // open must check the whole file before it returns, and a cached-mode read each block
+    // before its reply. CSI stages a volume before the pod's container starts, so the
+    // check is usually over when the model is opened.
+    if (*check_at_start > 0) (*cache)->start_check(*check_at_start);
     if (Status st = filesystem.start_write_path(); !st) return report(st.error());
     std::unique_ptr<MetricsExporter> exporter;
     if (!metrics_address.empty()) {
@@ -373,6 +402,11 @@ void add_mount_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--passthrough-min-size", m->passthrough_min_size,
                   "smallest file served by passthrough (such files cannot be opened for "
                   "writing while open by passthrough)")
+      ->capture_default_str();
+  cmd->add_option("--cache-check-at-start", m->cache_check_at_start,
+                  "check this much of what an earlier process cached (most recently used "
+                  "files first) in the background after mounting, so a file's first open "
+                  "need not; 'off' leaves each file to its first open")
       ->capture_default_str();
   cmd->add_option("--fetch-threads", m->fetch_threads, "GETs in flight for the whole mount")
       ->check(CLI::Range(1, 256));

@@ -1,9 +1,16 @@
 #include "csi/mount_ops.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <stdlib.h>
+#include <sys/mount.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <thread>
 
 #include "csi/mounter.h"
 #include "csi/node_state.h"
@@ -31,6 +38,87 @@ TEST(MountOps, MountinfoIsParsedWithEscapesAndReadOnlyFlag) {
   ASSERT_TRUE(top);
   EXPECT_EQ(top->source, "nacre:x");
   EXPECT_FALSE(find_mount(table, "/nowhere"));
+}
+
+// A FUSE mount with no daemon behind it: the kernel queues INIT on `fd` and waits.
+// Nothing may stat it (that would wait for INIT too); it is found in mountinfo.
+struct BareFuseMount {
+  std::string dir;
+  int fd = -1;
+  unsigned minor = 0;
+  bool mounted = false;
+
+  explicit BareFuseMount(const std::string& where) : dir(where) {
+    fd = ::open("/dev/fuse", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return;
+    const std::string opts = "fd=" + std::to_string(fd) + ",rootmode=40000,user_id=0,group_id=0";
+    mounted = ::mount("nacre-test", dir.c_str(), "fuse.nacre-test", MS_NOSUID | MS_NODEV,
+                      opts.c_str()) == 0;
+    if (auto e = find_mount(read_mountinfo(), dir); mounted && e) minor = e->minor;
+  }
+  ~BareFuseMount() { end(); }
+  void end() {
+    if (mounted) ::umount2(dir.c_str(), MNT_DETACH);
+    mounted = false;
+    if (fd >= 0) ::close(fd);
+    fd = -1;
+  }
+  // The connection still takes requests: a read gives its queued INIT or, once that
+  // was read, finds nothing queued (EAGAIN); an aborted one answers ENODEV.
+  bool alive() const {
+    char buf[8192];
+    return ::read(fd, buf, sizeof buf) > 0 || errno == EAGAIN;
+  }
+};
+
+// Regression: unstaging a stuck mount unmounted it, waited, then aborted its FUSE
+// connection by number; the number had meanwhile gone to the next FUSE mount on the
+// node (another pod's volume), whose connection the abort ended (CI: write_safety_test
+// got ENOTCONN while csi_e2e_test unstaged a frozen mount).
+TEST(MountOps, AnAbortAfterTheUnmountNeverReachesTheMountThatTookItsNumber) {
+  ASSERT_EQ(::geteuid(), 0u) << "this test needs root (it mounts FUSE file systems)";
+  ASSERT_EQ(::access("/dev/fuse", R_OK | W_OK), 0) << "this test needs /dev/fuse";
+  char tmpl[] = "/tmp/nacre-fusectl-test-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string root = tmpl;
+  struct Cleanup {
+    std::string root;
+    ~Cleanup() {
+      std::error_code ec;
+      std::filesystem::remove(root + "/a", ec);
+      std::filesystem::remove(root + "/b", ec);
+      std::filesystem::remove(root, ec);
+    }
+  } cleanup{root};
+  std::filesystem::create_directory(root + "/a");
+  std::filesystem::create_directory(root + "/b");
+
+  auto stuck = std::make_unique<BareFuseMount>(root + "/a");
+  ASSERT_TRUE(stuck->mounted && stuck->minor > 0) << "cannot mount FUSE: " << std::strerror(errno);
+  const unsigned number = stuck->minor;
+  auto conn = FuseConnection::open(number);  // what stop_mount does before unmounting
+  ASSERT_TRUE(conn) << conn.error().describe();
+  stuck->end();  // the unmount ends the connection and frees its number
+
+  // The kernel gives the lowest free number: the next FUSE mount takes this one,
+  // unless another test's mount took it first; then try again.
+  std::unique_ptr<BareFuseMount> next;
+  for (int i = 0; i < 200; ++i) {
+    next = std::make_unique<BareFuseMount>(root + "/b");
+    ASSERT_TRUE(next->mounted) << "cannot mount FUSE: " << std::strerror(errno);
+    if (next->minor == number) break;
+    next.reset();
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_TRUE(next) << "no new FUSE mount got the freed number " << number << " in 200 tries";
+
+  ASSERT_TRUE(conn->abort());
+  EXPECT_TRUE(next->alive()) << "the abort of the ended connection reached the mount that took "
+                                "its number";
+  // What the old code did, aborting by number, does end the new mount: the check above
+  // can tell the two apart.
+  ASSERT_TRUE(abort_fuse_connection(number));
+  EXPECT_FALSE(next->alive()) << "an abort by number reaches whatever mount has it now";
 }
 
 TEST(MountOps, RunProcessReportsStatusOutputAndLines) {
