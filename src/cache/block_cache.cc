@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <vector>
 
@@ -360,7 +361,7 @@ Status BlockCache::reserve(Entry& entry, uint64_t len) {
   return {};
 }
 
-Result<std::shared_ptr<CachedObject>> BlockCache::open_files(Slot& slot) {
+Result<std::shared_ptr<CachedObject>> BlockCache::open_files(Slot& slot, bool share) {
   const Entry& e = *slot.entry;
   int ro = ::open(e.data_path.c_str(), O_RDONLY | O_CLOEXEC);
   int rw = ro < 0 ? -1 : ::open(e.data_path.c_str(), O_RDWR | O_CLOEXEC);
@@ -369,17 +370,23 @@ Result<std::shared_ptr<CachedObject>> BlockCache::open_files(Slot& slot) {
     int err = errno;
     if (ro >= 0) ::close(ro);
     if (rw >= 0) ::close(rw);
-    // Only files that are gone make the entry unusable; any other failure (EMFILE, ENFILE,
-    // EACCES) is reported and the entry kept, so a short moment without fds cannot drop
-    // gigabytes of cached data.
-    if (err == ENOENT) {
-      return fail(ErrorCode::kNotFound, "cache files of " + e.version.key + " are gone");
+    // A shortage (of fds, of memory) or a disk in trouble (EIO, EROFS: nothing could be
+    // recreated either) passes: the entry is kept and the open fails, so a moment without
+    // fds cannot drop gigabytes of cached data. Any other failure (files removed, EACCES)
+    // makes the entry unusable: kNotFound, and open_object starts anew.
+    if (err != EMFILE && err != ENFILE && err != ENOMEM && err != EINTR && err != EROFS &&
+        err != EIO) {
+      return fail(ErrorCode::kNotFound,
+                  "cannot open the cache files of " + e.version.key + ": " + std::strerror(err));
     }
     return fail_errno("open cache files of " + e.version.key, err);
   }
   // -1 where the file system has no O_DIRECT (then every block goes through pwrite).
-  int direct =
-      options_.direct_io ? ::open(e.data_path.c_str(), O_WRONLY | O_DIRECT | O_CLOEXEC) : -1;
+  // An object not shared (the check at start's) only reads and drops bad blocks: it
+  // needs neither the O_DIRECT fd nor the one without read-ahead.
+  int direct = options_.direct_io && share
+                   ? ::open(e.data_path.c_str(), O_WRONLY | O_DIRECT | O_CLOEXEC)
+                   : -1;
   // Replies from a file still being filled read through an fd without read-ahead: the
   // kernel's read-ahead would run into the holes of blocks not fetched yet and fill the
   // page cache with zeroed pages (perf, cold 14 GiB read: 22 % of the daemon's CPU in
@@ -390,11 +397,15 @@ Result<std::shared_ptr<CachedObject>> BlockCache::open_files(Slot& slot) {
     std::lock_guard entry_lk(slot.entry->mu);
     whole = e.present_bytes >= e.version.size;
   }
-  int sparse = whole ? -1 : ::open(e.data_path.c_str(), O_RDONLY | O_CLOEXEC);
+  int sparse = whole || !share ? -1 : ::open(e.data_path.c_str(), O_RDONLY | O_CLOEXEC);
   if (sparse >= 0) (void)::posix_fadvise(sparse, 0, 0, POSIX_FADV_RANDOM);
   std::shared_ptr<CachedObject> object(
       new CachedObject(this, slot.entry, ro, rw, direct, meta, sparse));
-  slot.live = object;
+  if (share) {
+    slot.live = object;
+  } else {
+    object->shared_ = false;
+  }
   return object;
 }
 
@@ -415,8 +426,8 @@ Result<std::shared_ptr<CachedObject>> BlockCache::open_object(const ObjectVersio
       if (auto live = slot.live.lock()) return live;
       auto opened = open_files(slot);
       if (opened) return opened;
-      // Files removed behind our back: forget the entry and start a new one. Any other
-      // failure (no fd left) keeps the entry for the next open.
+      // Files removed (or made unreadable) behind our back: forget the entry and start a
+      // new one. A shortage (no fd left) keeps the entry for the next open.
       if (opened.error().code != ErrorCode::kNotFound) return opened;
     }
     if (Status r = drop_locked(it, false); !r) return std::unexpected(r.error());

@@ -168,7 +168,8 @@ class CachedObject {
   // write_block(i) succeeded. Valid until this object is destroyed, even after release().
   int data_fd() const;
   // The fd a reply of cached bytes splices from: data_fd(), or while blocks are missing
-  // one of the same file opened without read-ahead (see open_files). Valid as data_fd().
+  // one of the same file opened without read-ahead (see open_files; an object opened
+  // whole has none, and keeps data_fd() if a block is dropped later). Valid as data_fd().
   int reply_fd() const;
 
   // Copies [offset, offset + len) into out. Every block touched must be present and
@@ -219,6 +220,9 @@ class CachedObject {
   std::atomic<bool> direct_failed_{false};  // an O_DIRECT write failed: pwrite from now on
   const int meta_fd_;
   const int data_sparse_fd_;  // see reply_fd(); -1: none
+  // False for an object of BlockCache's own (open_files without `share`): the entry's
+  // holders are others, whose recent blocks its end must not let go of.
+  bool shared_ = true;
 };
 
 class BlockCache {
@@ -256,15 +260,18 @@ class BlockCache {
   CacheStats stats() const;
 
   // Checks, on a thread of its own, the blocks an earlier process left in whole entries
-  // (every block present), most recently used entry first, reading at most `max_bytes`;
-  // an entry that does not fit in what is left is skipped. The first open after a
-  // restart then finds its file verified and hands it to FUSE passthrough at once,
-  // instead of reading all of it before the open returns (verify_all); a block that
-  // fails its check is dropped, as there. The check does not mark entries used. Call
-  // once, after any fork (the thread does not survive one); the destructor stops it
-  // between two blocks and joins it. Progress: stats().start_check_running and
-  // checked_bytes.
-  void start_check(uint64_t max_bytes);
+  // (every block present) of `min_entry_bytes` or more, most recently used entry first,
+  // reading at most `max_bytes`; an entry that does not fit in what is left is skipped.
+  // The first open after a restart then finds its file verified and hands it to FUSE
+  // passthrough at once, instead of reading all of it before the open returns
+  // (verify_all); a block that fails its check is dropped, as there. The check neither
+  // marks entries used nor keeps them from eviction or a new version. Call after any
+  // fork (the thread does not survive one); calls after one that started the thread do
+  // nothing. Never throws: a thread that cannot be created is logged and the check left
+  // out. The destructor stops
+  // it between two blocks and joins it. Progress: stats().start_check_running (true from
+  // this call on) and checked_bytes.
+  void start_check(uint64_t max_bytes, uint64_t min_entry_bytes = 0);
 
   const CacheOptions& options() const { return options_; }
 
@@ -294,9 +301,12 @@ class BlockCache {
   Status drop_locked(Index::iterator it, bool eviction);
   // Charges `len` bytes of a block about to be written to the entry and used_bytes_.
   Status reserve(detail::Entry& entry, uint64_t len);
-  Result<std::shared_ptr<CachedObject>> open_files(Slot& slot);
+  // Opens the entry's files. `share`: the object becomes slot.live, the one every
+  // open_object of the version gets (and a holder pins the entry); otherwise it is the
+  // caller's alone and pins nothing.
+  Result<std::shared_ptr<CachedObject>> open_files(Slot& slot, bool share = true);
   // The body of start_check's thread.
-  void run_start_check(uint64_t max_bytes, std::stop_token stop);
+  void run_start_check(uint64_t max_bytes, uint64_t min_entry_bytes, std::stop_token stop);
 
   const CacheOptions options_;
   const int lock_fd_;

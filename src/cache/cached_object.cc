@@ -35,7 +35,7 @@ CachedObject::CachedObject(BlockCache* cache, std::shared_ptr<detail::Entry> ent
       data_sparse_fd_(data_sparse_fd) {}
 
 CachedObject::~CachedObject() {
-  {
+  if (shared_) {
     // Nobody reads this entry any more: its memory copies go.
     std::lock_guard lk(entry_->mu);
     detail::drop_recent_locked(*entry_, cache_->recent_bytes_);

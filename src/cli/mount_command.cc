@@ -72,7 +72,7 @@ struct MountCommand {
   std::string hydrate_min_size = "64M";
   std::string passthrough = "auto";
   std::string passthrough_min_size = "8M";
-  std::string cache_check_at_start = "64G";
+  std::string cache_check_at_start = "32G";
   int fetch_threads = 16;
   int fuse_threads = 16;
   std::string log_level = "info";
@@ -258,6 +258,15 @@ struct MountCommand {
     mo.extra = *fuse_extra;
     mo.max_threads = fuse_threads;
     mo.passthrough = passthrough == "auto";
+    // A passthrough open must check a whole file an earlier process cached before it
+    // returns, so that check starts with the mount instead, in the background: files it
+    // reached before their first open open at once. (In cached mode each block is checked
+    // as it is read, and an early check would only cost disk reads.) At INIT: after the
+    // fork, and before the mount answers anything, so the progress gauge is up when the
+    // mount is.
+    mo.on_init = [&cache = **cache, bytes = *check_at_start, min = *pt_min](bool passthrough_on) {
+      if (passthrough_on) cache.start_check(bytes, min);
+    };
     auto mounted = fuse::FuseMount::mount(filesystem, mo);
     if (!mounted) return report(mounted.error());
     mount_ptr = mounted->get();
@@ -280,11 +289,6 @@ struct MountCommand {
       pid_file_guard.path = pid_file;
     }
     pool.start();
-    // What an earlier process cached is checked now, not at its first open: a passthrough
-    // open must check the whole file before it returns, and a cached-mode read each block
-    // before its reply. CSI stages a volume before the pod's container starts, so the
-    // check is usually over when the model is opened.
-    if (*check_at_start > 0) (*cache)->start_check(*check_at_start);
     if (Status st = filesystem.start_write_path(); !st) return report(st.error());
     std::unique_ptr<MetricsExporter> exporter;
     if (!metrics_address.empty()) {
@@ -404,9 +408,9 @@ void add_mount_command(CLI::App& app, int& exit_code) {
                   "writing while open by passthrough)")
       ->capture_default_str();
   cmd->add_option("--cache-check-at-start", m->cache_check_at_start,
-                  "check this much of what an earlier process cached (most recently used "
-                  "files first) in the background after mounting, so a file's first open "
-                  "need not; 'off' leaves each file to its first open")
+                  "in passthrough mode, check this much of what an earlier process cached "
+                  "(most recently used files first) in the background from the mount on, so "
+                  "a file's first open need not; 'off' leaves each file to its first open")
       ->capture_default_str();
   cmd->add_option("--fetch-threads", m->fetch_threads, "GETs in flight for the whole mount")
       ->check(CLI::Range(1, 256));

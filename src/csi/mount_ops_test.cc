@@ -2,15 +2,17 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <linux/fuse.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/mount.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstddef>
 #include <cstring>
 #include <filesystem>
-#include <thread>
+#include <vector>
 
 #include "csi/mounter.h"
 #include "csi/node_state.h"
@@ -40,21 +42,36 @@ TEST(MountOps, MountinfoIsParsedWithEscapesAndReadOnlyFlag) {
   EXPECT_FALSE(find_mount(table, "/nowhere"));
 }
 
-// A FUSE mount with no daemon behind it: the kernel queues INIT on `fd` and waits.
-// Nothing may stat it (that would wait for INIT too); it is found in mountinfo.
+// A FUSE mount with no daemon behind it. Its INIT is answered with an error at once, so
+// whatever stats it (another test's df) fails fast instead of waiting for a daemon.
 struct BareFuseMount {
   std::string dir;
   int fd = -1;
   unsigned minor = 0;
   bool mounted = false;
+  bool answered = false;  // INIT got its error reply
+  int error = 0;          // errno of a failed open or mount
 
   explicit BareFuseMount(const std::string& where) : dir(where) {
     fd = ::open("/dev/fuse", O_RDWR | O_NONBLOCK | O_CLOEXEC);
-    if (fd < 0) return;
+    if (fd < 0) {
+      error = errno;
+      return;
+    }
     const std::string opts = "fd=" + std::to_string(fd) + ",rootmode=40000,user_id=0,group_id=0";
     mounted = ::mount("nacre-test", dir.c_str(), "fuse.nacre-test", MS_NOSUID | MS_NODEV,
                       opts.c_str()) == 0;
-    if (auto e = find_mount(read_mountinfo(), dir); mounted && e) minor = e->minor;
+    if (!mounted) {
+      error = errno;
+      return;
+    }
+    if (auto e = find_mount(read_mountinfo(), dir)) minor = e->minor;
+    std::vector<char> buf(1 << 17);  // the kernel refuses reads below max_write + headers
+    if (::read(fd, buf.data(), buf.size()) >= static_cast<ssize_t>(sizeof(fuse_in_header))) {
+      fuse_out_header out{sizeof(fuse_out_header), -ENOSYS, 0};
+      std::memcpy(&out.unique, buf.data() + offsetof(fuse_in_header, unique), sizeof out.unique);
+      answered = ::write(fd, &out, sizeof out) == static_cast<ssize_t>(sizeof out);
+    }
   }
   ~BareFuseMount() { end(); }
   void end() {
@@ -63,19 +80,21 @@ struct BareFuseMount {
     if (fd >= 0) ::close(fd);
     fd = -1;
   }
-  // The connection still takes requests: a read gives its queued INIT or, once that
-  // was read, finds nothing queued (EAGAIN); an aborted one answers ENODEV.
+  // The connection is still up: nothing is queued (EAGAIN). An aborted one fails the
+  // read (ENODEV, or ECONNABORTED on newer kernels).
   bool alive() const {
-    char buf[8192];
-    return ::read(fd, buf, sizeof buf) > 0 || errno == EAGAIN;
+    char buf[1 << 17];
+    return ::read(fd, buf, sizeof buf) < 0 && errno == EAGAIN;
   }
 };
 
-// Regression: unstaging a stuck mount unmounted it, waited, then aborted its FUSE
-// connection by number; the number had meanwhile gone to the next FUSE mount on the
+// Node::stop_mount opens a stuck mount's fusectl abort file (FuseConnection) before
+// the lazy unmount and aborts through it after a wait. Before, it aborted by number
+// after the wait, and the number had meanwhile gone to the next FUSE mount on the
 // node (another pod's volume), whose connection the abort ended (CI: write_safety_test
-// got ENOTCONN while csi_e2e_test unstaged a frozen mount).
-TEST(MountOps, AnAbortAfterTheUnmountNeverReachesTheMountThatTookItsNumber) {
+// got ENOTCONN while csi_e2e_test unstaged a frozen mount). This checks what that
+// rests on: an abort through the file opened before never reaches the new mount.
+TEST(MountOps, AnAbortOpenedBeforeTheUnmountNeverReachesTheMountThatTookItsNumber) {
   ASSERT_EQ(::geteuid(), 0u) << "this test needs root (it mounts FUSE file systems)";
   ASSERT_EQ(::access("/dev/fuse", R_OK | W_OK), 0) << "this test needs /dev/fuse";
   char tmpl[] = "/tmp/nacre-fusectl-test-XXXXXX";
@@ -85,40 +104,47 @@ TEST(MountOps, AnAbortAfterTheUnmountNeverReachesTheMountThatTookItsNumber) {
     std::string root;
     ~Cleanup() {
       std::error_code ec;
-      std::filesystem::remove(root + "/a", ec);
-      std::filesystem::remove(root + "/b", ec);
-      std::filesystem::remove(root, ec);
+      std::filesystem::remove_all(root, ec);  // after the mounts below are gone
     }
   } cleanup{root};
-  std::filesystem::create_directory(root + "/a");
-  std::filesystem::create_directory(root + "/b");
+  // The kernel gives the lowest free device number, shared with every other anonymous
+  // mount (tmpfs, proc) that other tests make meanwhile: mounts that fill lower holes
+  // are kept until one gets the freed number; one above it means the number went
+  // elsewhere, and the round starts again.
+  for (int round = 0; round < 20; ++round) {
+    const std::string dir = root + "/" + std::to_string(round);
+    std::filesystem::create_directories(dir + "/stuck");
+    auto stuck = std::make_unique<BareFuseMount>(dir + "/stuck");
+    ASSERT_TRUE(stuck->mounted) << "cannot mount FUSE: " << std::strerror(stuck->error);
+    ASSERT_TRUE(stuck->answered && stuck->minor > 0) << "no INIT to answer, or not in mountinfo";
+    const unsigned number = stuck->minor;
+    auto conn = FuseConnection::open(number);  // what stop_mount does before unmounting
+    ASSERT_TRUE(conn) << conn.error().describe();
+    stuck->end();  // the unmount ends the connection and frees its number
 
-  auto stuck = std::make_unique<BareFuseMount>(root + "/a");
-  ASSERT_TRUE(stuck->mounted && stuck->minor > 0) << "cannot mount FUSE: " << std::strerror(errno);
-  const unsigned number = stuck->minor;
-  auto conn = FuseConnection::open(number);  // what stop_mount does before unmounting
-  ASSERT_TRUE(conn) << conn.error().describe();
-  stuck->end();  // the unmount ends the connection and frees its number
-
-  // The kernel gives the lowest free number: the next FUSE mount takes this one,
-  // unless another test's mount took it first; then try again.
-  std::unique_ptr<BareFuseMount> next;
-  for (int i = 0; i < 200; ++i) {
-    next = std::make_unique<BareFuseMount>(root + "/b");
-    ASSERT_TRUE(next->mounted) << "cannot mount FUSE: " << std::strerror(errno);
-    if (next->minor == number) break;
-    next.reset();
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    std::vector<std::unique_ptr<BareFuseMount>> fillers;
+    for (int i = 0; i < 50; ++i) {
+      std::filesystem::create_directories(dir + "/" + std::to_string(i));
+      auto next = std::make_unique<BareFuseMount>(dir + "/" + std::to_string(i));
+      ASSERT_TRUE(next->mounted) << "cannot mount FUSE: " << std::strerror(next->error);
+      ASSERT_TRUE(next->answered && next->minor > 0) << "no INIT to answer, or not in mountinfo";
+      if (next->minor > number) break;
+      if (next->minor < number) {
+        fillers.push_back(std::move(next));
+        continue;
+      }
+      ASSERT_TRUE(conn->abort());
+      EXPECT_TRUE(next->alive())
+          << "the abort of the ended connection reached the mount that took its number";
+      // What the old code did, aborting by number, does end the new mount: the check
+      // above can tell the two apart.
+      ASSERT_TRUE(abort_fuse_connection(number));
+      EXPECT_FALSE(next->alive()) << "an abort by number reaches whatever mount has it now";
+      return;
+    }
   }
-  ASSERT_TRUE(next) << "no new FUSE mount got the freed number " << number << " in 200 tries";
-
-  ASSERT_TRUE(conn->abort());
-  EXPECT_TRUE(next->alive()) << "the abort of the ended connection reached the mount that took "
-                                "its number";
-  // What the old code did, aborting by number, does end the new mount: the check above
-  // can tell the two apart.
-  ASSERT_TRUE(abort_fuse_connection(number));
-  EXPECT_FALSE(next->alive()) << "an abort by number reaches whatever mount has it now";
+  FAIL() << "in 20 rounds no new FUSE mount got the number a stuck one freed (other mounts "
+            "kept taking it)";
 }
 
 TEST(MountOps, RunProcessReportsStatusOutputAndLines) {

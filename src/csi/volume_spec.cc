@@ -88,6 +88,7 @@ const std::set<std::string>& allowed_options() {
                                              "hydrate-min-size",
                                              "passthrough",
                                              "passthrough-min-size",
+                                             "cache-check-at-start",
                                              "fetch-threads",
                                              "fuse-threads",
                                              "part-size",
@@ -134,7 +135,9 @@ Status check_option_value(const std::string& key, const std::string& value) {
   if (key == "file-mode" || key == "dir-mode") return either(cli::parse_mode(value));
   if (key == "metadata-ttl") return either(cli::parse_ttl(value));
   if (key == "cache-size") return either(cli::parse_bytes(value));
-  if (key == "hydrate-min-size") return value == "off" ? Status{} : either(cli::parse_bytes(value));
+  if (key == "hydrate-min-size" || key == "cache-check-at-start") {
+    return value == "off" ? Status{} : either(cli::parse_bytes(value));
+  }
   if (key == "passthrough-min-size") return either(cli::parse_bytes(value));
   if (key == "passthrough") {
     if (value == "auto" || value == "off") return {};

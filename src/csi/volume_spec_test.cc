@@ -57,6 +57,9 @@ TEST(VolumeSpec, MountOptionsOutsideTheAllowListAreNamed) {
   }
   EXPECT_EQ(*check_mount_option("metadata_ttl=60"), "metadata-ttl=60");
   EXPECT_EQ(*check_mount_option("ro"), "ro");
+  EXPECT_EQ(*check_mount_option("cache_check_at_start=off"), "cache-check-at-start=off");
+  EXPECT_EQ(*check_mount_option("cache-check-at-start=100G"), "cache-check-at-start=100G");
+  EXPECT_FALSE(check_mount_option("cache-check-at-start=lots"));
   EXPECT_FALSE(check_mount_option("uid"));      // needs a value
   EXPECT_FALSE(check_mount_option("ro=true"));  // takes none
 }

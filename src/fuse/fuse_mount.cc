@@ -121,6 +121,8 @@ void on_init(void* userdata, fuse_conn_info* conn) {
     spdlog::info("read mode: {}", context_of(userdata).passthrough->mode_description());
   } catch (const std::exception&) {  // a log line is not worth failing INIT
   }
+  if (const auto& hook = context_of(userdata).on_init)
+    hook(context_of(userdata).passthrough->agreed());
 }
 
 void on_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
@@ -672,7 +674,7 @@ Result<std::unique_ptr<FuseMount>> FuseMount::mount(fs::FileSystem& fs,
   std::unique_ptr<FuseMount> m(new FuseMount());
   m->options_ = options;
   m->passthrough_ = std::make_unique<Passthrough>(options.passthrough);
-  m->context_ = {&fs, m->passthrough_.get()};
+  m->context_ = {&fs, m->passthrough_.get(), options.on_init};
   m->session_ = fuse_session_new(&fargs, &kOps, sizeof kOps, &m->context_);
   if (!m->session_) {
     return fail(ErrorCode::kInvalidArgument, "cannot create the FUSE session (bad mount options?)");

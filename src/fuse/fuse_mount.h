@@ -36,6 +36,10 @@ struct MountOptions {
   // Serve fully cached files by kernel passthrough where the kernel and the
   // process's capabilities allow (fuse/passthrough.h); false: always cached mode.
   bool passthrough = true;
+  // Called at INIT, before its reply (so before any other request), on a FUSE worker
+  // thread, with whether this connection runs in passthrough mode. Must not block and
+  // must not throw.
+  std::function<void(bool passthrough)> on_init;
 };
 
 class FuseMount {
@@ -59,6 +63,7 @@ class FuseMount {
   struct Context {
     fs::FileSystem* fs = nullptr;
     Passthrough* passthrough = nullptr;
+    std::function<void(bool)> on_init;  // MountOptions::on_init
   };
 
  private:

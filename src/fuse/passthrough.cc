@@ -124,7 +124,7 @@ ssize_t Passthrough::write_reply(int fd, iovec* iov, int count) {
 
 std::string Passthrough::mode_description() const {
   std::lock_guard lock(mu_);
-  if (enabled_.load() || init_unique_.load() != 0) {
+  if (agreed()) {
     return "passthrough (fully cached files are read by the kernel from the cache file)";
   }
   return "cached (every read goes through the daemon): " +

@@ -79,6 +79,11 @@ class Passthrough {
 
   // After INIT: passthrough is on for this connection.
   bool enabled() const { return enabled_.load(std::memory_order_acquire); }
+  // From the INIT request on (before its reply): passthrough is or will be on.
+  bool agreed() const {
+    return enabled_.load(std::memory_order_acquire) ||
+           init_unique_.load(std::memory_order_acquire) != 0;
+  }
   // Why the mount runs in the mode it does (for the log line at INIT).
   std::string mode_description() const;
 
