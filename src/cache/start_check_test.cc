@@ -55,6 +55,12 @@ timespec used_at(const std::string& dir, const ObjectVersion& v) {
   return st.st_mtim;
 }
 
+// A whole entry for v, written by a process gone (its blocks unverified for the next).
+void fill_by_a_process_gone(const std::string& dir, const ObjectVersion& v) {
+  auto cache = open_cache(options(dir));
+  fill(**cache->open_object(v));
+}
+
 // Entries "old" then "new" (the most recently used), whole, written by a process gone.
 void fill_two(const std::string& dir, const ObjectVersion& old_v, const ObjectVersion& new_v) {
   {
@@ -136,10 +142,7 @@ TEST(StartCheck, LeavesFilesBelowTheSmallestPassthroughSizeAlone) {
 TEST(StartCheck, VerifyAllStopsWhenAsked) {
   TempDir dir;
   const ObjectVersion v = version("a", 4 * kBlock);
-  {
-    auto cache = open_cache(options(dir.path()));
-    fill(**cache->open_object(v));
-  }
+  fill_by_a_process_gone(dir.path(), v);
   auto cache = open_cache(options(dir.path()));
   auto o = *cache->open_object(v);
   std::stop_source stop;
@@ -153,10 +156,7 @@ TEST(StartCheck, VerifyAllStopsWhenAsked) {
 TEST(StartCheck, DropsACorruptedBlockSoTheFileIsNotHandedToTheKernel) {
   TempDir dir;
   const ObjectVersion v = version("a", 4 * kBlock);
-  {
-    auto cache = open_cache(options(dir.path()));
-    fill(**cache->open_object(v));
-  }
+  fill_by_a_process_gone(dir.path(), v);
   flip_byte(entry_path(dir.path(), v, ".data"), 2 * kBlock + 7);
   auto cache = open_cache(options(dir.path()));
   cache->start_check(1ull << 30);
@@ -172,10 +172,7 @@ TEST(StartCheck, DropsACorruptedBlockSoTheFileIsNotHandedToTheKernel) {
 TEST(StartCheck, AnOpenDuringTheCheckSeesTheSameAnswer) {
   TempDir dir;
   const ObjectVersion v = version("a", 256 * kBlock);
-  {
-    auto cache = open_cache(options(dir.path()));
-    fill(**cache->open_object(v));
-  }
+  fill_by_a_process_gone(dir.path(), v);
   auto cache = open_cache(options(dir.path()));
   cache->start_check(1ull << 30);
   auto o = *cache->open_object(v);  // races the check: both may read a block, one decides
@@ -188,10 +185,7 @@ TEST(StartCheck, AnOpenDuringTheCheckSeesTheSameAnswer) {
 TEST(StartCheck, DestroyingTheCacheStopsARunningCheck) {
   TempDir dir;
   const ObjectVersion v = version("a", 4096 * kBlock);  // 16 MiB of 4 KiB blocks
-  {
-    auto cache = open_cache(options(dir.path()));
-    fill(**cache->open_object(v));
-  }
+  fill_by_a_process_gone(dir.path(), v);
   auto cache = open_cache(options(dir.path()));
   cache->start_check(1ull << 30);
   cache.reset();  // stops and joins the thread: neither hangs nor uses a freed cache
