@@ -161,14 +161,6 @@ Status FuseConnection::abort() const {
   return {};
 }
 
-Status abort_fuse_connection(unsigned minor) {
-  auto conn = FuseConnection::open(minor);
-  if (!conn)
-    return conn.error().code == ErrorCode::kNotFound ? Status{}
-                                                     : Status{std::unexpected(conn.error())};
-  return conn->abort();
-}
-
 Probe probe_path(const std::string& path, std::chrono::milliseconds deadline) {
   auto result = std::make_shared<std::promise<Probe>>();
   auto answer = result->get_future();

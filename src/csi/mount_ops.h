@@ -36,17 +36,13 @@ std::optional<MountEntry> find_mount(const std::vector<MountEntry>& table, const
 // umount -l on every mount stacked at `path` (never follows symlinks, never
 // waits on the file system behind it). Returns how many were detached.
 [[nodiscard]] Result<int> detach_mounts(const std::string& path);
-// Ends the FUSE connection of the mount with device `minor` through the
-// kernel's fusectl (/sys/fs/fuse/connections/N/abort), mounting fusectl when
-// it is missing: requests in flight fail and the daemon's next read ends.
-// Only while that mount is known to be there: once a connection ends, the
-// next FUSE mount on the node may get its number (see FuseConnection).
-[[nodiscard]] Status abort_fuse_connection(unsigned minor);
-
-// One FUSE connection's abort control, opened while its mount is known to be
-// there, to abort it later (after a lazy unmount, say). Through the open file
-// the abort reaches that connection or, once it has ended, nothing: never the
-// connection of a newer mount that was given the same number.
+// One FUSE connection's abort control (the kernel's fusectl,
+// /sys/fs/fuse/connections/N/abort: requests in flight fail and the daemon's
+// next read ends), opened while its mount is known to be there, to abort it
+// later (after a wait or a lazy unmount). Through the open file the abort
+// reaches that connection or, once it has ended, nothing: never the connection
+// of a newer mount that was given the same number, as an abort by number
+// could (the kernel reuses a number as soon as its connection ends).
 class FuseConnection {
  public:
   FuseConnection() = default;

@@ -136,9 +136,11 @@ TEST(MountOps, AnAbortOpenedBeforeTheUnmountNeverReachesTheMountThatTookItsNumbe
       ASSERT_TRUE(conn->abort());
       EXPECT_TRUE(next->alive())
           << "the abort of the ended connection reached the mount that took its number";
-      // What the old code did, aborting by number, does end the new mount: the check
-      // above can tell the two apart.
-      ASSERT_TRUE(abort_fuse_connection(number));
+      // What the old code did, opening the file by number after the unmount, does end
+      // the new mount: the check above can tell the two apart.
+      auto by_number = FuseConnection::open(number);
+      ASSERT_TRUE(by_number) << by_number.error().describe();
+      ASSERT_TRUE(by_number->abort());
       EXPECT_FALSE(next->alive()) << "an abort by number reaches whatever mount has it now";
       return;
     }

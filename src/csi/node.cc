@@ -213,12 +213,18 @@ Status Node::start_mount(const std::string& key, MountRecord record, const Env& 
       return save();
     }
   }
+  // Opened before the wait below: should the mount go meanwhile, its number may go to
+  // another pod's mount, which an abort by number would end (see FuseConnection).
+  FuseConnection conn;
+  if (entry && entry->fs_type == "fuse.nacre") {
+    if (auto c = FuseConnection::open(entry->minor)) conn = std::move(*c);
+  }
   if (process_alive(old, record.dir)) {
     ::kill(old, SIGKILL);
     wait_exit(old, record.dir, std::chrono::milliseconds(2000));
   }
   if (entry) {
-    if (entry->fs_type == "fuse.nacre") (void)abort_fuse_connection(entry->minor);
+    (void)conn.abort();
     if (auto d = detach_mounts(record.dir); !d) return std::unexpected(d.error());
   }
   ::unlink(pid_file.c_str());
