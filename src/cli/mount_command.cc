@@ -262,8 +262,8 @@ struct MountCommand {
     // returns, so that check starts with the mount instead, in the background: files it
     // reached before their first open open at once. (In cached mode each block is checked
     // as it is read, and an early check would only cost disk reads.) At INIT: after the
-    // fork, and before the mount answers anything, so the progress gauge is up when the
-    // mount is.
+    // fork, and before the mount answers its first request (the first access to the
+    // mount waits for INIT), so the progress gauge is up by then.
     mo.on_init = [&cache = **cache, bytes = *check_at_start, min = *pt_min](bool passthrough_on) {
       if (passthrough_on) cache.start_check(bytes, min);
     };

@@ -121,8 +121,12 @@ void on_init(void* userdata, fuse_conn_info* conn) {
     spdlog::info("read mode: {}", context_of(userdata).passthrough->mode_description());
   } catch (const std::exception&) {  // a log line is not worth failing INIT
   }
-  if (const auto& hook = context_of(userdata).on_init)
-    hook(context_of(userdata).passthrough->agreed());
+  try {
+    const auto& context = context_of(userdata);
+    if (context.on_init) context.on_init(context.passthrough->agreed());
+  } catch (const std::exception& e) {  // must not throw; enforced here, inside libfuse (C)
+    spdlog::warn("at FUSE INIT: {}", e.what());
+  }
 }
 
 void on_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
