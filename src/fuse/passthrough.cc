@@ -110,7 +110,7 @@ ssize_t Passthrough::read_request(int fd, void* buf, size_t len) {
 ssize_t Passthrough::write_reply(int fd, iovec* iov, int count) {
   if (uint64_t unique = init_unique_.load(std::memory_order_acquire); unique != 0) {
     if (patch_init_reply(iov, count, unique)) {
-      enabled_.store(true, std::memory_order_release);  // first: agreed() stays true
+      enabled_.store(true, std::memory_order_release);  // first: see agreed()
       init_unique_.store(0, std::memory_order_release);
     }
   }

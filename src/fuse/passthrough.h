@@ -79,10 +79,12 @@ class Passthrough {
 
   // After INIT: passthrough is on for this connection.
   bool enabled() const { return enabled_.load(std::memory_order_acquire); }
-  // From the INIT request on (before its reply): passthrough is or will be on.
+  // From the INIT request on (before its reply): passthrough is or will be on. Reads
+  // init_unique_ first: write_reply sets enabled_ before it clears init_unique_, so a
+  // cleared id read here means enabled_ reads true after it (never false in between).
   bool agreed() const {
-    return enabled_.load(std::memory_order_acquire) ||
-           init_unique_.load(std::memory_order_acquire) != 0;
+    return init_unique_.load(std::memory_order_acquire) != 0 ||
+           enabled_.load(std::memory_order_acquire);
   }
   // Why the mount runs in the mode it does (for the log line at INIT).
   std::string mode_description() const;
